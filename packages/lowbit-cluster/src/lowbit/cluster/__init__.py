@@ -1,0 +1,27 @@
+"""lowbit.cluster: value sets learned from data.
+
+- :func:`kmeans_1d`: batched, weighted 1-D k-means (one problem per row; CLAQ's per-column tables,
+  arXiv 2405.17233), torch on CPU/CUDA or faiss.
+- :func:`nearest_centroid_1d`, :func:`weighted_sse`: snapping to sorted 1-D tables and its error.
+
+Importing this package pulls in neither faiss nor transformers nor triton.
+"""
+
+from lowbit.cluster.kmeans1d import (
+    FaissUnavailableError,
+    KMeans1D,
+    kmeans_1d,
+    nearest_centroid_1d,
+    weighted_sse,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FaissUnavailableError",
+    "KMeans1D",
+    "__version__",
+    "kmeans_1d",
+    "nearest_centroid_1d",
+    "weighted_sse",
+]

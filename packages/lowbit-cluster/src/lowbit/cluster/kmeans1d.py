@@ -1,0 +1,573 @@
+"""Batched, weighted 1-D k-means: many independent scalar clustering problems solved at once.
+
+CLAQ (column-level adaptive quantization, arXiv 2405.17233) fits, for every column ``w_i`` of a
+weight matrix (after GPTQ error feedback has updated it), a set of ``k = 2^b`` scalar centroids and
+snaps each weight to its nearest centroid. A 7B model needs about a million such fits; the reference
+runs scikit-learn once per column. :func:`kmeans_1d` solves ``n`` problems of ``m`` points each in one
+call with batched tensor ops on whatever device ``x`` lives on.
+
+Problem ``i`` (one row of ``x``) minimises the weighted within-cluster sum of squares
+
+    J_i(c, a) = sum_j w_ij (x_ij - c_{i, a_ij})^2,      c_i in R^k,  a_ij in {0, ..., k-1},
+
+by Lloyd's algorithm (assign every point to its nearest centroid, move every centroid to the
+weighted mean ``sum_{j: a_j = l} w_j x_j / sum_{j: a_j = l} w_j`` of its points), started from a
+k-means++ seeding (Arthur & Vassilvitskii 2007) in its greedy form as used by scikit-learn.
+
+How 1-D is exploited (torch backend). Each problem's points are sorted once, O(m log m), and three
+weighted prefix sums are kept in float64:
+
+    P0[j] = sum_{i<j} w_i,   P1[j] = sum_{i<j} w_i x_i,   P2[j] = sum_{i<j} w_i x_i^2.
+
+For sorted centroids the clusters are contiguous runs of sorted points separated by the centroid
+midpoints, so the ``k - 1`` run boundaries come from one ``torch.searchsorted`` of the midpoints into
+the sorted points (O(k log m)); the weight, mean and cost of run ``[lo, hi)`` around ``c`` are
+O(1) segment sums:
+
+    W = P0[hi] - P0[lo],   mean = (P1[hi] - P1[lo]) / W,
+    cost = (P2[hi] - P2[lo]) - 2 c (P1[hi] - P1[lo]) + c^2 W.
+
+A Lloyd iteration therefore costs O(k log m) per problem instead of O(m k), the k-means++ sampling
+(``w D^2``-proportional) is an inverse-CDF search over these segment costs, and the greedy trial of a
+candidate centroid costs O(log m) (only the run of its two neighbours changes). Points are centred on
+their problem's mid-range before the prefix sums to limit cancellation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+MAX_K = 256
+BACKENDS = ("torch", "faiss")
+INITS = ("kmeans++", "quantile")
+DEFAULT_CHUNK_ELEMENTS = 1 << 24
+
+
+class KMeans1D(NamedTuple):
+    """Result of :func:`kmeans_1d` for ``n`` problems of ``m`` points and ``k`` centroids.
+
+    Attributes:
+        centroids: ``(n, k)`` sorted ascending along ``k``, on ``x``'s device; dtype ``x.dtype``
+            promoted to at least float32. Duplicates are possible when a problem has fewer than
+            ``k`` distinct (positively weighted) values.
+        assignments: ``(n, m)`` int64 codes in ``[0, k)``, each point's nearest centroid (ties go to
+            the lower index).
+        objective: ``(n,)`` float64, ``sum_j w_j (x_j - centroids[a_j])^2`` computed directly from the
+            returned centroids and codes.
+        n_iter: ``(n,)`` int64, Lloyd iterations run per problem.
+        history: ``(n, T + 1)`` float64 objective after seeding and after each Lloyd iteration
+            (``T = n_iter.max()``, problems that stopped earlier repeat their last value); only with
+            ``return_history=True`` on the torch backend, else ``None``. Computed from the float64
+            prefix sums, before centroids are cast to the output dtype.
+    """
+
+    centroids: Tensor
+    assignments: Tensor
+    objective: Tensor
+    n_iter: Tensor
+    history: Tensor | None = None
+
+
+class FaissUnavailableError(ImportError):
+    """The ``faiss`` backend was asked for but ``faiss`` cannot be imported."""
+
+
+@dataclass(frozen=True)
+class _Sorted:
+    """Sorted, centred points of a chunk of problems and their float64 weighted prefix sums.
+
+    ``xs`` is ``(b, m)``; ``p0``, ``p1``, ``p2`` are ``(b, m + 1)`` with a leading zero; ``shift``
+    is ``(b, 1)`` (the mid-range that was subtracted from every point).
+    """
+
+    xs: Tensor
+    p0: Tensor
+    p1: Tensor
+    p2: Tensor
+    shift: Tensor
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def _check_inputs(x: Tensor, k: int, weights: Tensor | None, iters: int, tol: float, init: object,
+                  backend: str, chunk_size: int | None) -> Tensor | None:
+    """Validate arguments and return ``weights`` broadcast to ``(n, m)`` on ``x``'s device (or None)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"x must be 2-D (n problems, m points), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+    if x.shape[1] < 1:
+        raise ValueError("x must have at least one point per problem (m >= 1)")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be an integer in 1..{MAX_K}, got {k!r}")
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
+        raise ValueError(f"iters must be a non-negative integer, got {iters!r}")
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be a finite non-negative number, got {tol!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if isinstance(init, str) and init not in INITS:
+        raise ValueError(f"init must be one of {INITS} or a tensor of centroids, got {init!r}")
+    if not isinstance(init, (str, Tensor)):
+        raise TypeError(f"init must be a string or a tensor, got {type(init).__name__}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                   or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains non-finite values (nan or inf)")
+    if weights is None:
+        return None
+    w = torch.as_tensor(weights, device=x.device)
+    if not w.is_floating_point():
+        w = w.to(torch.float64)
+    if w.dim() == 1 and w.shape[0] == x.shape[1]:
+        w = w.expand(x.shape[0], -1)
+    elif tuple(w.shape) != tuple(x.shape):
+        raise ValueError(f"weights must have shape (n, m) = {tuple(x.shape)} or (m,) = ({x.shape[1]},), "
+                         f"got {tuple(w.shape)}")
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("weights contain non-finite values (nan or inf)")
+    if bool((w < 0).any()):
+        raise ValueError("weights must be non-negative")
+    return w
+
+
+def _initial_centroids(init: Tensor, n: int, k: int, device: torch.device) -> Tensor:
+    """Validate user-given initial centroids (``(n, k)`` or ``(k,)``) and return them ``(n, k)`` float64."""
+    c = init.to(device=device, dtype=torch.float64)
+    if c.dim() == 1:
+        c = c.expand(n, -1)
+    if tuple(c.shape) != (n, k):
+        raise ValueError(f"init centroids must have shape (n, k) = ({n}, {k}) or (k,), got {tuple(init.shape)}")
+    if not bool(torch.isfinite(c).all()):
+        raise ValueError("init centroids contain non-finite values")
+    return c
+
+
+# ---------------------------------------------------------------------------------------------
+# segment arithmetic on sorted points
+
+
+def _prefix_stats(x: Tensor, w: Tensor | None) -> _Sorted:
+    """Sort each row of ``x`` (``(b, m)``), centre it on its mid-range, build float64 prefix sums."""
+    xs, order = torch.sort(x, dim=1)
+    xs = xs.to(torch.float64)
+    shift = (xs[:, :1] + xs[:, -1:]) / 2
+    xs = xs - shift
+    ws = torch.ones_like(xs) if w is None else w.gather(1, order).to(torch.float64)
+    zero = xs.new_zeros(xs.shape[0], 1)
+    wx = ws * xs
+    p0 = torch.cat([zero, ws.cumsum(1)], 1)
+    p1 = torch.cat([zero, wx.cumsum(1)], 1)
+    p2 = torch.cat([zero, (wx * xs).cumsum(1)], 1)
+    return _Sorted(xs, p0, p1, p2, shift)
+
+
+def _segment_sums(p: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """``p[hi] - p[lo]`` row-wise: sum over sorted points ``[lo, hi)``; ``lo``/``hi`` are ``(b, t)``."""
+    return p.gather(1, hi) - p.gather(1, lo)
+
+
+def _segment_cost(st: _Sorted, lo: Tensor, hi: Tensor, c: Tensor) -> Tensor:
+    """``sum_{j in [lo, hi)} w_j (x_j - c)^2`` from prefix sums, clamped at 0; all ``(b, t)``."""
+    w0 = _segment_sums(st.p0, lo, hi)
+    w1 = _segment_sums(st.p1, lo, hi)
+    w2 = _segment_sums(st.p2, lo, hi)
+    return (w2 - 2 * c * w1 + c * c * w0).clamp_min(0)
+
+
+def _boundaries(st: _Sorted, c: Tensor) -> Tensor:
+    """Run boundaries ``(b, t + 1)`` for sorted centroids ``c`` ``(b, t)``: cluster ``l`` holds the
+    sorted points ``[B_l, B_{l+1})``; a point exactly on a midpoint goes to the upper cluster."""
+    b, m = st.xs.shape
+    mids = (c[:, 1:] + c[:, :-1]) / 2
+    inner = torch.searchsorted(st.xs, mids.contiguous())
+    first = inner.new_zeros(b, 1)
+    return torch.cat([first, inner, first + m], 1)
+
+
+def _objective(st: _Sorted, c: Tensor, bnd: Tensor) -> Tensor:
+    """Weighted SSE ``(b,)`` of sorted centroids ``c`` with run boundaries ``bnd``."""
+    return _segment_cost(st, bnd[:, :-1], bnd[:, 1:], c).sum(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# seeding
+
+
+def _sample_d2(st: _Sorted, c: Tensor, bnd: Tensor, seg: Tensor, target: Tensor) -> Tensor:
+    """Inverse-CDF sample of points with probability proportional to ``w D^2``.
+
+    ``seg`` ``(b, t)`` holds the cost of each centroid's run, ``target`` ``(b, L)`` uniform draws
+    times the total cost. Returns the chosen points' values ``(b, L)``: the first sorted point at
+    which the cumulative ``w D^2`` exceeds the target (a bisection inside the chosen run). When the
+    total is 0 (every point already on a centroid) the last point of the last run is returned.
+    """
+    m = st.xs.shape[1]
+    t = c.shape[1]
+    cum = seg.cumsum(1)
+    run = torch.searchsorted(cum, target, right=True).clamp_max(t - 1)
+    rest = target - (cum.gather(1, run) - seg.gather(1, run))
+    lo = bnd.gather(1, run)
+    hi = torch.maximum(bnd.gather(1, run + 1) - 1, lo)
+    s = c.gather(1, run)
+    left, right = lo, hi
+    for _ in range(max(1, math.ceil(math.log2(m + 1))) + 1):
+        mid = (left + right) // 2
+        above = _segment_cost(st, lo, mid + 1, s) > rest
+        right = torch.where(above, mid, right)
+        left = torch.where(above, left, torch.minimum(mid + 1, right))
+    return st.xs.gather(1, left.clamp(0, m - 1))
+
+
+def _insertion_delta(st: _Sorted, c: Tensor, bnd: Tensor, cand: Tensor) -> Tensor:
+    """Change ``(b, L)`` of the objective when candidate ``cand`` ``(b, L)`` joins sorted ``c``.
+
+    Only the points between the candidate's neighbours ``s_l < cand <= s_r`` move: those in
+    ``[mid(s_l, cand), mid(cand, s_r))`` switch from ``s_l`` (below ``mid(s_l, s_r)``) or ``s_r`` to
+    the candidate. Three ``searchsorted`` calls and a few segment sums, O(log m).
+    """
+    b, m = st.xs.shape
+    t = c.shape[1]
+    pos = torch.searchsorted(c, cand.contiguous())
+    has_l, has_r = pos > 0, pos < t
+    s_l = c.gather(1, (pos - 1).clamp_min(0))
+    s_r = c.gather(1, pos.clamp_max(t - 1))
+    i_mid = bnd.gather(1, pos)
+    i_lo = torch.where(has_l, torch.searchsorted(st.xs, ((s_l + cand) / 2).contiguous()), 0)
+    i_hi = torch.where(has_r, torch.searchsorted(st.xs, ((cand + s_r) / 2).contiguous()), m)
+    gain = _segment_cost(st, i_lo, i_mid, s_l) + _segment_cost(st, i_mid, i_hi, s_r)
+    return _segment_cost(st, i_lo, i_hi, cand) - gain
+
+
+def _first_centroid(st: _Sorted, u: Tensor) -> Tensor:
+    """First seed ``(b, 1)``: a point drawn with probability proportional to its weight (the largest
+    point if all weights are 0); ``u`` is ``(b, 1)`` uniform."""
+    m = st.xs.shape[1]
+    target = u * st.p0[:, -1:]
+    idx = torch.searchsorted(st.p0[:, 1:].contiguous(), target, right=True).clamp_max(m - 1)
+    return st.xs.gather(1, idx)
+
+
+def _init_kmeanspp(st: _Sorted, k: int, u: Tensor) -> Tensor:
+    """Greedy k-means++ seeding, ``(b, k)`` sorted centroids (centred coordinates).
+
+    The first seed is drawn proportional to ``w``; each further seed draws ``L`` candidates
+    proportional to ``w D^2`` (``D`` the distance to the nearest seed so far) and keeps the one that
+    lowers the objective most, as scikit-learn does (``L = u.shape[2]``, 2 + floor(ln k) by default).
+    ``u`` is ``(b, k, L)`` uniform in [0, 1).
+    """
+    c = _first_centroid(st, u[:, 0, :1])
+    for _ in range(1, k):
+        t = c.shape[1]
+        bnd = _boundaries(st, c)
+        seg = _segment_cost(st, bnd[:, :-1], bnd[:, 1:], c)
+        pot = seg.sum(1, keepdim=True)
+        cand = _sample_d2(st, c, bnd, seg, u[:, t, :] * pot)
+        best = _insertion_delta(st, c, bnd, cand).argmin(1, keepdim=True)
+        c = torch.sort(torch.cat([c, cand.gather(1, best)], 1), 1).values
+    return c
+
+
+def _init_quantile(st: _Sorted, k: int) -> Tensor:
+    """Deterministic seeding ``(b, k)``: the points at weighted quantiles ``(l + 1/2) / k``
+    (unweighted ranks for a problem whose weights are all 0)."""
+    b, m = st.xs.shape
+    q = (torch.arange(k, device=st.xs.device, dtype=torch.float64) + 0.5) / k
+    total = st.p0[:, -1:]
+    idx = torch.searchsorted(st.p0[:, 1:].contiguous(), (q * total).contiguous()).clamp_max(m - 1)
+    rank = (q * m).long().clamp_max(m - 1).expand(b, -1)
+    idx = torch.where(total > 0, idx, rank)
+    return st.xs.gather(1, idx)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lloyd
+
+
+def _lloyd(st: _Sorted, c: Tensor, iters: int, tol: float) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """Weighted Lloyd iterations on sorted centroids ``c`` ``(b, k)``.
+
+    A problem stops when its run boundaries no longer change (an exact fixed point: the next update
+    would reproduce the same centroids) or when its objective improves by at most ``tol`` times its
+    previous value; the chunk stops when every problem has stopped or after ``iters`` iterations.
+    An empty cluster (no points, or only zero-weight points) keeps its previous centroid, which
+    stays between its neighbours, so the centroids stay sorted.
+
+    Returns the centroids, the per-problem iteration count ``(b,)`` and the objective history as a
+    list of ``(b,)`` tensors (after seeding, then after each iteration).
+    """
+    bnd = _boundaries(st, c)
+    obj = _objective(st, c, bnd)
+    history = [obj]
+    n_iter = torch.zeros(c.shape[0], dtype=torch.int64, device=c.device)
+    active = torch.ones(c.shape[0], dtype=torch.bool, device=c.device)
+    for _ in range(iters):
+        lo, hi = bnd[:, :-1], bnd[:, 1:]
+        w0 = _segment_sums(st.p0, lo, hi)
+        w1 = _segment_sums(st.p1, lo, hi)
+        mean = w1 / torch.where(w0 > 0, w0, torch.ones_like(w0))
+        new_c = torch.where((w0 > 0) & active[:, None], mean, c)
+        new_c = torch.sort(new_c, 1).values  # a no-op up to rounding; guards searchsorted
+        new_bnd = _boundaries(st, new_c)
+        new_obj = _objective(st, new_c, new_bnd)
+        n_iter += active.long()
+        moved = (new_bnd != bnd).any(1)
+        improved = (obj - new_obj) > tol * obj
+        active = active & moved & improved
+        c, bnd, obj = new_c, new_bnd, new_obj
+        history.append(obj)
+        if not bool(active.any()):
+            break
+    return c, n_iter, history
+
+
+# ---------------------------------------------------------------------------------------------
+# public helpers
+
+
+def nearest_centroid_1d(x: Tensor, centroids: Tensor) -> Tensor:
+    """Codes ``(n, m)`` int64 of each point's nearest centroid, ties to the lower index.
+
+    Args:
+        x: ``(n, m)`` points.
+        centroids: ``(n, k)`` centroids, sorted ascending along ``k`` (duplicates allowed).
+
+    A ``searchsorted`` of the points into the centroid midpoints (O(m log k)), then a comparison with
+    both neighbouring centroids so that the result is exact in ``x``'s arithmetic: for every point,
+    ``|x - centroids[code]| <= |x - centroids[l]|`` for all ``l``, evaluated in the common dtype.
+    """
+    dtype = torch.promote_types(x.dtype, centroids.dtype)
+    x, c = x.to(dtype), centroids.to(dtype)
+    k = c.shape[1]
+    if k == 1:
+        return torch.zeros(x.shape, dtype=torch.int64, device=x.device)
+    mids = ((c[:, 1:] + c[:, :-1]) / 2).contiguous()
+    code = torch.searchsorted(mids, x.contiguous())
+    best = code
+    best_d = (x - c.gather(1, code)).abs()
+    for step in (-1, 1):
+        other = (code + step).clamp(0, k - 1)
+        d = (x - c.gather(1, other)).abs()
+        better = (d < best_d) | ((d == best_d) & (other < best))
+        best = torch.where(better, other, best)
+        best_d = torch.where(better, d, best_d)
+    return best
+
+
+def weighted_sse(x: Tensor, centroids: Tensor, codes: Tensor, weights: Tensor | None = None) -> Tensor:
+    """``(n,)`` float64 objective ``sum_j w_j (x_j - centroids[codes_j])^2`` per problem."""
+    err = x.to(torch.float64) - centroids.to(torch.float64).gather(1, codes)
+    sq = err * err
+    if weights is not None:
+        sq = sq * weights.to(torch.float64)
+    return sq.sum(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# backends
+
+
+def _output_dtype(x: Tensor) -> torch.dtype:
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def _finish(x: Tensor, w: Tensor | None, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Clamp centroids ``(b, k)`` (original coordinates, float64) to each problem's range, cast and
+    sort them, assign every point and compute the objective."""
+    lo = x.amin(1, keepdim=True).to(torch.float64)
+    hi = x.amax(1, keepdim=True).to(torch.float64)
+    dtype = _output_dtype(x)
+    c = torch.sort(torch.minimum(torch.maximum(c, lo), hi).to(dtype), 1).values
+    codes = nearest_centroid_1d(x, c)
+    return c, codes, weighted_sse(x, c, codes, w)
+
+
+def _fit_torch_chunk(x: Tensor, w: Tensor | None, k: int, iters: int, tol: float, init: str | Tensor,
+                     u: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
+    st = _prefix_stats(x, w)
+    if isinstance(init, Tensor):
+        c = torch.sort(init - st.shift, 1).values
+    elif init == "quantile":
+        c = _init_quantile(st, k)
+    else:
+        assert u is not None
+        c = _init_kmeanspp(st, k, u)
+    c, n_iter, history = _lloyd(st, c, iters, tol)
+    cent, codes, obj = _finish(x, w, c + st.shift)
+    return cent, codes, obj, n_iter, history
+
+
+def _stack_history(parts: list[list[Tensor]]) -> Tensor:
+    """Concatenate per-chunk histories (lists of ``(b,)``) into ``(n, T + 1)``, padding with the last
+    value of each chunk."""
+    length = max(len(h) for h in parts)
+    cols = [torch.stack(h + [h[-1]] * (length - len(h)), 1) for h in parts]
+    return torch.cat(cols, 0)
+
+
+def _fit_torch(x: Tensor, w: Tensor | None, k: int, iters: int, tol: float, init: str | Tensor, seed: int,
+               n_local_trials: int, chunk_size: int, return_history: bool) -> KMeans1D:
+    n, m = x.shape
+    gen = torch.Generator().manual_seed(seed)
+    results: list[tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]] = []
+    for start in range(0, n, chunk_size):
+        stop = min(n, start + chunk_size)
+        xc = x[start:stop]
+        wc = None if w is None else w[start:stop]
+        u = None
+        if isinstance(init, str) and init == "kmeans++":
+            u = torch.rand((stop - start, k, n_local_trials), generator=gen, dtype=torch.float64)
+            u = u.to(x.device)
+        ic = init[start:stop] if isinstance(init, Tensor) else init
+        results.append(_fit_torch_chunk(xc, wc, k, iters, tol, ic, u))
+        logger.debug("kmeans_1d: problems %d..%d of %d, k=%d, m=%d, %d Lloyd iterations",
+                     start, stop, n, k, m, len(results[-1][4]) - 1)
+    history = _stack_history([r[4] for r in results]) if return_history else None
+    return KMeans1D(torch.cat([r[0] for r in results]), torch.cat([r[1] for r in results]),
+                    torch.cat([r[2] for r in results]), torch.cat([r[3] for r in results]), history)
+
+
+def _import_faiss():  # noqa: ANN202 - returns the faiss module
+    try:
+        import faiss  # noqa: PLC0415 - optional dependency, imported lazily
+    except ImportError as err:
+        raise FaissUnavailableError(
+            "kmeans_1d(backend='faiss') needs faiss: pip install 'lowbit-cluster[faiss]' (faiss-cpu), "
+            "or use backend='torch'") from err
+    return faiss
+
+
+def _faiss_accepts_weights(faiss_module: object) -> bool:
+    import inspect  # noqa: PLC0415
+
+    try:
+        params = inspect.signature(faiss_module.Kmeans.train).parameters  # type: ignore[attr-defined]
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return "weights" in params
+
+
+def _fit_faiss(x: Tensor, w: Tensor | None, k: int, iters: int, init: str | Tensor, seed: int) -> KMeans1D:
+    """One ``faiss.Kmeans`` per problem (a Python loop; faiss runs on CPU in float32).
+
+    faiss seeds with k-means++ when the installed version offers it (else uniformly at random),
+    runs exactly ``iters`` iterations, re-seeds empty clusters by splitting large ones, and needs
+    ``m >= k``. Centroids, codes and objective are then computed as in the torch backend.
+    """
+    faiss = _import_faiss()
+    n, m = x.shape
+    if m < k:
+        raise ValueError(f"backend='faiss' needs at least k={k} points per problem, got m={m}")
+    if w is not None and not _faiss_accepts_weights(faiss):
+        raise FaissUnavailableError(
+            f"the installed faiss {getattr(faiss, '__version__', '?')} cannot take sample weights "
+            "(faiss.Kmeans.train has no 'weights' argument); use backend='torch' for weighted input")
+    if isinstance(init, str) and init != "kmeans++":
+        raise ValueError(f"backend='faiss' supports init='kmeans++' or a tensor, got {init!r}")
+    params: dict[str, object] = {"niter": max(iters, 1), "seed": seed, "verbose": False,
+                                 "max_points_per_centroid": m, "min_points_per_centroid": 1}
+    kpp = getattr(faiss, "ClusteringInitMethod_KMEANS_PLUS_PLUS", None)
+    if kpp is not None and not isinstance(init, Tensor):
+        params["init_method"] = kpp
+    xn = x.detach().to("cpu", torch.float32).numpy()
+    wn = None if w is None else w.detach().to("cpu", torch.float32).numpy()
+    cn = None if not isinstance(init, Tensor) else init.to("cpu", torch.float32).numpy()
+    cent = torch.empty(n, k, dtype=torch.float64)
+    for i in range(n):
+        km = faiss.Kmeans(1, k, **params)
+        km.train(xn[i, :, None], weights=None if wn is None else wn[i],
+                 init_centroids=None if cn is None else cn[i, :, None])
+        cent[i] = torch.from_numpy(km.centroids[:, 0].astype("float64"))
+    c, codes, obj = _finish(x, w, cent.to(x.device))
+    n_iter = torch.full((n,), max(iters, 1), dtype=torch.int64, device=x.device)
+    return KMeans1D(c, codes, obj, n_iter, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+
+
+def kmeans_1d(x: Tensor, k: int, weights: Tensor | None = None, *, iters: int = 300, seed: int = 0,
+              init: str | Tensor = "kmeans++", backend: str = "torch", tol: float = 0.0,
+              n_local_trials: int | None = None, chunk_size: int | None = None,
+              return_history: bool = False) -> KMeans1D:
+    """Weighted 1-D k-means for ``n`` independent problems at once (CLAQ, arXiv 2405.17233).
+
+    Row ``i`` of ``x`` is one problem; it gets ``k`` centroids ``c_i`` and codes ``a_i`` minimising
+
+        J_i = sum_j w_ij (x_ij - c_{i, a_ij})^2
+
+    by k-means++ seeding and weighted Lloyd iterations (see the module docstring for how sorting and
+    prefix sums make each iteration O(k log m)). For CLAQ's per-column tables pass the weight matrix
+    transposed, ``kmeans_1d(W.T, 2**bits)``; SqueezeLLM-style sensitivity weights go in ``weights``.
+
+    Args:
+        x: ``(n, m)`` floating-point points, finite; on CPU or CUDA (the work runs there).
+        k: number of centroids, 1..256. ``k`` may exceed the number of distinct values: the extra
+            centroids are duplicates (seeding has nothing left to sample, so it repeats the largest
+            point of the last run) and their clusters stay empty; an empty cluster keeps its previous
+            centroid. The objective is then 0, as it should be.
+        weights: non-negative finite ``(n, m)``, or ``(m,)`` shared by all problems; ``None`` means 1.
+            Zero-weight points are assigned but never move a centroid. A problem whose weights are
+            all 0 keeps its seeds.
+        iters: maximum Lloyd iterations (0: return the seeding).
+        seed: seeds a CPU ``torch.Generator`` that draws all k-means++ uniforms; the result is
+            deterministic for a seed and independent of the device and of ``chunk_size`` up to
+            floating-point rounding (problem ``i`` always consumes the ``i``-th block of draws).
+        init: ``"kmeans++"`` (greedy, as scikit-learn), ``"quantile"`` (the points at weighted
+            quantiles ``(l + 1/2)/k``; deterministic, no sampling), or a ``(n, k)`` / ``(k,)`` tensor
+            of initial centroids.
+        backend: ``"torch"`` (batched, any device) or ``"faiss"`` (one ``faiss.Kmeans`` per problem
+            on CPU, float32; needs ``faiss`` installed, raises :class:`FaissUnavailableError`, an
+            ``ImportError``, otherwise or when it cannot take weights; runs exactly ``iters``
+            iterations and ignores ``tol``).
+        tol: a problem stops when an iteration lowers its objective by at most ``tol`` times the
+            previous value; with the default 0 it runs until its clusters stop changing (an exact
+            fixed point) or ``iters``.
+        n_local_trials: candidates per greedy k-means++ step (default ``2 + floor(ln k)``).
+        chunk_size: problems per batch (default ``2**24 // m``, so peak memory stays around
+            ``100 * chunk_size * m`` bytes: about 1.7 GB for a 4096 x 4096 layer).
+        return_history: also return the per-iteration objective (torch backend).
+
+    Returns:
+        :class:`KMeans1D` with ``centroids (n, k)`` sorted ascending, ``assignments (n, m)`` int64,
+        ``objective (n,)`` float64, ``n_iter (n,)`` and optionally ``history``.
+
+    Raises:
+        ValueError: ``x`` not 2-D or empty along ``m``, non-finite ``x`` or weights, negative
+            weights, a weights shape other than ``(n, m)`` or ``(m,)``, ``k`` outside 1..256, bad
+            ``iters``/``tol``/``init``/``backend``/``chunk_size``.
+        TypeError: ``x`` not a floating-point tensor.
+        FaissUnavailableError: ``backend="faiss"`` without a usable faiss.
+    """
+    w = _check_inputs(x, k, weights, iters, tol, init, backend, chunk_size)
+    n, m = x.shape
+    if isinstance(init, Tensor):
+        init = _initial_centroids(init, n, k, x.device)
+    if backend == "faiss":
+        return _fit_faiss(x, w, k, iters, init, seed)
+    if n == 0:
+        dtype = _output_dtype(x)
+        empty = x.new_zeros((0, k), dtype=dtype)
+        hist = x.new_zeros((0, 1), dtype=torch.float64) if return_history else None
+        return KMeans1D(empty, x.new_zeros((0, m), dtype=torch.int64),
+                        x.new_zeros(0, dtype=torch.float64), x.new_zeros(0, dtype=torch.int64), hist)
+    trials = n_local_trials if n_local_trials is not None else 2 + int(math.log(k))
+    if trials < 1:
+        raise ValueError(f"n_local_trials must be >= 1, got {n_local_trials!r}")
+    chunk = chunk_size if chunk_size is not None else max(1, DEFAULT_CHUNK_ELEMENTS // m)
+    with torch.no_grad():
+        return _fit_torch(x.detach(), w, k, iters, tol, init, seed, trials, chunk, return_history)
