@@ -84,15 +84,21 @@ class FaissUnavailableError(ImportError):
 class _Sorted:
     """Sorted, centred points of a chunk of problems and their float64 weighted prefix sums.
 
-    ``xs`` is ``(b, m)``; ``p0``, ``p1``, ``p2`` are ``(b, m + 1)`` with a leading zero; ``shift``
-    is ``(b, 1)`` (the mid-range that was subtracted from every point).
+    ``xs`` is ``(b, m)``; ``p`` is ``(b, m + 1, 3)`` with ``p[:, j] = (P0[j], P1[j], P2[j])``, the sums
+    over the first ``j`` sorted points of ``w``, ``w x`` and ``w x^2`` (kept side by side so that one
+    gather fetches all three); ``shift`` is ``(b, 1)``, the mid-range subtracted from every point;
+    ``lo``/``hi`` ``(b, 1)`` are each problem's exact min and max in original coordinates.
     """
 
     xs: Tensor
-    p0: Tensor
-    p1: Tensor
-    p2: Tensor
+    p: Tensor
     shift: Tensor
+    lo: Tensor
+    hi: Tensor
+
+    def rows(self, index: Tensor) -> _Sorted:
+        """The problems ``index`` (a 1-D index tensor), copied."""
+        return _Sorted(self.xs[index], self.p[index], self.shift[index], self.lo[index], self.hi[index])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,28 +170,38 @@ def _prefix_stats(x: Tensor, w: Tensor | None) -> _Sorted:
     """Sort each row of ``x`` (``(b, m)``), centre it on its mid-range, build float64 prefix sums."""
     xs, order = torch.sort(x, dim=1)
     xs = xs.to(torch.float64)
-    shift = (xs[:, :1] + xs[:, -1:]) / 2
+    lo, hi = xs[:, :1].clone(), xs[:, -1:].clone()
+    shift = (lo + hi) / 2
     xs = xs - shift
-    ws = torch.ones_like(xs) if w is None else w.gather(1, order).to(torch.float64)
-    zero = xs.new_zeros(xs.shape[0], 1)
-    wx = ws * xs
-    p0 = torch.cat([zero, ws.cumsum(1)], 1)
-    p1 = torch.cat([zero, wx.cumsum(1)], 1)
-    p2 = torch.cat([zero, (wx * xs).cumsum(1)], 1)
-    return _Sorted(xs, p0, p1, p2, shift)
+    b, m = xs.shape
+    p = torch.zeros(b, m + 1, 3, dtype=torch.float64, device=xs.device)
+    if w is None:
+        p[:, 1:, 0] = torch.arange(1, m + 1, dtype=torch.float64, device=xs.device)
+        p[:, 1:, 1] = xs.cumsum(1)
+        p[:, 1:, 2] = (xs * xs).cumsum(1)
+    else:
+        ws = w.gather(1, order).to(torch.float64)
+        wx = ws * xs
+        p[:, 1:, 0] = ws.cumsum(1)
+        p[:, 1:, 1] = wx.cumsum(1)
+        p[:, 1:, 2] = wx.mul_(xs).cumsum(1)
+    return _Sorted(xs, p, shift, lo, hi)
 
 
-def _segment_sums(p: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-    """``p[hi] - p[lo]`` row-wise: sum over sorted points ``[lo, hi)``; ``lo``/``hi`` are ``(b, t)``."""
-    return p.gather(1, hi) - p.gather(1, lo)
+def _prefix_at(st: _Sorted, index: Tensor) -> Tensor:
+    """Prefix sums ``(b, t, 3)`` at sorted positions ``index`` ``(b, t)`` (values in ``[0, m]``)."""
+    return st.p.gather(1, index.unsqueeze(-1).expand(-1, -1, 3))
 
 
-def _segment_cost(st: _Sorted, lo: Tensor, hi: Tensor, c: Tensor) -> Tensor:
-    """``sum_{j in [lo, hi)} w_j (x_j - c)^2`` from prefix sums, clamped at 0; all ``(b, t)``."""
-    w0 = _segment_sums(st.p0, lo, hi)
-    w1 = _segment_sums(st.p1, lo, hi)
-    w2 = _segment_sums(st.p2, lo, hi)
-    return (w2 - 2 * c * w1 + c * c * w0).clamp_min(0)
+def _cost(sums: Tensor, c: Tensor) -> Tensor:
+    """``sum w (x - c)^2 = S2 - 2 c S1 + c^2 S0`` of runs with sums ``(..., 3)`` around ``c``, >= 0."""
+    return (sums[..., 2] - 2 * c * sums[..., 1] + c * c * sums[..., 0]).clamp_min(0)
+
+
+def _run_sums(st: _Sorted, bnd: Tensor) -> Tensor:
+    """Sums ``(b, t, 3)`` of ``w, w x, w x^2`` over the runs ``[bnd_l, bnd_{l+1})``; ``bnd`` ``(b, t + 1)``."""
+    g = _prefix_at(st, bnd)
+    return g[:, 1:] - g[:, :-1]
 
 
 def _boundaries(st: _Sorted, c: Tensor) -> Tensor:
@@ -196,11 +212,6 @@ def _boundaries(st: _Sorted, c: Tensor) -> Tensor:
     inner = torch.searchsorted(st.xs, mids.contiguous())
     first = inner.new_zeros(b, 1)
     return torch.cat([first, inner, first + m], 1)
-
-
-def _objective(st: _Sorted, c: Tensor, bnd: Tensor) -> Tensor:
-    """Weighted SSE ``(b,)`` of sorted centroids ``c`` with run boundaries ``bnd``."""
-    return _segment_cost(st, bnd[:, :-1], bnd[:, 1:], c).sum(1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,15 +229,16 @@ def _sample_d2(st: _Sorted, c: Tensor, bnd: Tensor, seg: Tensor, target: Tensor)
     m = st.xs.shape[1]
     t = c.shape[1]
     cum = seg.cumsum(1)
-    run = torch.searchsorted(cum, target, right=True).clamp_max(t - 1)
+    run = torch.searchsorted(cum, target.contiguous(), right=True).clamp_max(t - 1)
     rest = target - (cum.gather(1, run) - seg.gather(1, run))
     lo = bnd.gather(1, run)
     hi = torch.maximum(bnd.gather(1, run + 1) - 1, lo)
     s = c.gather(1, run)
+    base = _prefix_at(st, lo)
     left, right = lo, hi
     for _ in range(max(1, math.ceil(math.log2(m + 1))) + 1):
         mid = (left + right) // 2
-        above = _segment_cost(st, lo, mid + 1, s) > rest
+        above = _cost(_prefix_at(st, mid + 1) - base, s) > rest
         right = torch.where(above, mid, right)
         left = torch.where(above, left, torch.minimum(mid + 1, right))
     return st.xs.gather(1, left.clamp(0, m - 1))
@@ -237,27 +249,30 @@ def _insertion_delta(st: _Sorted, c: Tensor, bnd: Tensor, cand: Tensor) -> Tenso
 
     Only the points between the candidate's neighbours ``s_l < cand <= s_r`` move: those in
     ``[mid(s_l, cand), mid(cand, s_r))`` switch from ``s_l`` (below ``mid(s_l, s_r)``) or ``s_r`` to
-    the candidate. Three ``searchsorted`` calls and a few segment sums, O(log m).
+    the candidate. One ``searchsorted`` and a few segment sums, O(log m).
     """
-    b, m = st.xs.shape
+    m = st.xs.shape[1]
     t = c.shape[1]
+    n_cand = cand.shape[1]
     pos = torch.searchsorted(c, cand.contiguous())
     has_l, has_r = pos > 0, pos < t
     s_l = c.gather(1, (pos - 1).clamp_min(0))
     s_r = c.gather(1, pos.clamp_max(t - 1))
     i_mid = bnd.gather(1, pos)
-    i_lo = torch.where(has_l, torch.searchsorted(st.xs, ((s_l + cand) / 2).contiguous()), 0)
-    i_hi = torch.where(has_r, torch.searchsorted(st.xs, ((cand + s_r) / 2).contiguous()), m)
-    gain = _segment_cost(st, i_lo, i_mid, s_l) + _segment_cost(st, i_mid, i_hi, s_r)
-    return _segment_cost(st, i_lo, i_hi, cand) - gain
+    idx = torch.searchsorted(st.xs, torch.cat([(s_l + cand) / 2, (cand + s_r) / 2], 1))
+    i_lo = torch.where(has_l, idx[:, :n_cand], 0)
+    i_hi = torch.where(has_r, idx[:, n_cand:], m)
+    p_lo, p_mid, p_hi = _prefix_at(st, i_lo), _prefix_at(st, i_mid), _prefix_at(st, i_hi)
+    gain = _cost(p_mid - p_lo, s_l) + _cost(p_hi - p_mid, s_r)
+    return _cost(p_hi - p_lo, cand) - gain
 
 
 def _first_centroid(st: _Sorted, u: Tensor) -> Tensor:
     """First seed ``(b, 1)``: a point drawn with probability proportional to its weight (the largest
     point if all weights are 0); ``u`` is ``(b, 1)`` uniform."""
     m = st.xs.shape[1]
-    target = u * st.p0[:, -1:]
-    idx = torch.searchsorted(st.p0[:, 1:].contiguous(), target, right=True).clamp_max(m - 1)
+    cum_w = st.p[:, 1:, 0].contiguous()
+    idx = torch.searchsorted(cum_w, u * cum_w[:, -1:], right=True).clamp_max(m - 1)
     return st.xs.gather(1, idx)
 
 
@@ -273,7 +288,7 @@ def _init_kmeanspp(st: _Sorted, k: int, u: Tensor) -> Tensor:
     for _ in range(1, k):
         t = c.shape[1]
         bnd = _boundaries(st, c)
-        seg = _segment_cost(st, bnd[:, :-1], bnd[:, 1:], c)
+        seg = _cost(_run_sums(st, bnd), c)
         pot = seg.sum(1, keepdim=True)
         cand = _sample_d2(st, c, bnd, seg, u[:, t, :] * pot)
         best = _insertion_delta(st, c, bnd, cand).argmin(1, keepdim=True)
@@ -286,8 +301,9 @@ def _init_quantile(st: _Sorted, k: int) -> Tensor:
     (unweighted ranks for a problem whose weights are all 0)."""
     b, m = st.xs.shape
     q = (torch.arange(k, device=st.xs.device, dtype=torch.float64) + 0.5) / k
-    total = st.p0[:, -1:]
-    idx = torch.searchsorted(st.p0[:, 1:].contiguous(), (q * total).contiguous()).clamp_max(m - 1)
+    cum_w = st.p[:, 1:, 0].contiguous()
+    total = cum_w[:, -1:]
+    idx = torch.searchsorted(cum_w, (q * total).contiguous()).clamp_max(m - 1)
     rank = (q * m).long().clamp_max(m - 1).expand(b, -1)
     idx = torch.where(total > 0, idx, rank)
     return st.xs.gather(1, idx)
@@ -297,41 +313,60 @@ def _init_quantile(st: _Sorted, k: int) -> Tensor:
 # Lloyd
 
 
-def _lloyd(st: _Sorted, c: Tensor, iters: int, tol: float) -> tuple[Tensor, Tensor, list[Tensor]]:
-    """Weighted Lloyd iterations on sorted centroids ``c`` ``(b, k)``.
+def _lloyd(st: _Sorted, c: Tensor, iters: int, tol: float,
+           record: bool) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """Weighted Lloyd iterations on sorted centroids ``c`` ``(b, k)`` (centred coordinates).
 
-    A problem stops when its run boundaries no longer change (an exact fixed point: the next update
+    Each iteration moves every centroid to the weighted mean of its run, ``S1 / S0``, and recomputes
+    the runs. A problem stops when its runs no longer change (an exact fixed point: the next update
     would reproduce the same centroids) or when its objective improves by at most ``tol`` times its
-    previous value; the chunk stops when every problem has stopped or after ``iters`` iterations.
-    An empty cluster (no points, or only zero-weight points) keeps its previous centroid, which
-    stays between its neighbours, so the centroids stay sorted.
+    previous value. An empty cluster (no points, or only zero-weight points) keeps its previous
+    centroid, which lies between its neighbours' runs, so the centroids stay sorted (a running
+    maximum guards against rounding). Stopped problems are dropped from the working set whenever at
+    least half of it has stopped, so late iterations only touch the slow problems.
 
-    Returns the centroids, the per-problem iteration count ``(b,)`` and the objective history as a
-    list of ``(b,)`` tensors (after seeding, then after each iteration).
+    Returns the centroids ``(b, k)``, the per-problem iteration counts ``(b,)`` and, if ``record``,
+    the objective of all ``b`` problems after seeding and after each iteration (a list of ``(b,)``).
     """
+    b = c.shape[0]
+    out = c.clone()
+    n_iter = torch.zeros(b, dtype=torch.int64, device=c.device)
+    rows = torch.arange(b, device=c.device)
     bnd = _boundaries(st, c)
-    obj = _objective(st, c, bnd)
-    history = [obj]
-    n_iter = torch.zeros(c.shape[0], dtype=torch.int64, device=c.device)
-    active = torch.ones(c.shape[0], dtype=torch.bool, device=c.device)
+    sums = _run_sums(st, bnd)
+    obj = _cost(sums, c).sum(1)
+    last = obj.clone()
+    history = [last.clone()] if record else []
+    active = torch.ones(b, dtype=torch.bool, device=c.device)
     for _ in range(iters):
-        lo, hi = bnd[:, :-1], bnd[:, 1:]
-        w0 = _segment_sums(st.p0, lo, hi)
-        w1 = _segment_sums(st.p1, lo, hi)
-        mean = w1 / torch.where(w0 > 0, w0, torch.ones_like(w0))
-        new_c = torch.where((w0 > 0) & active[:, None], mean, c)
-        new_c = torch.sort(new_c, 1).values  # a no-op up to rounding; guards searchsorted
+        w0 = sums[..., 0]
+        mean = sums[..., 1] / torch.where(w0 > 0, w0, torch.ones_like(w0))
+        new_c = torch.where(w0 > 0, mean, c).cummax(1).values
         new_bnd = _boundaries(st, new_c)
-        new_obj = _objective(st, new_c, new_bnd)
-        n_iter += active.long()
+        new_sums = _run_sums(st, new_bnd)
+        new_obj = _cost(new_sums, new_c).sum(1)
+        keep = ~active
         moved = (new_bnd != bnd).any(1)
         improved = (obj - new_obj) > tol * obj
+        n_iter[rows] += active.long()
+        c = torch.where(keep[:, None], c, new_c)
+        bnd = torch.where(keep[:, None], bnd, new_bnd)
+        sums = torch.where(keep[:, None, None], sums, new_sums)
+        obj = torch.where(keep, obj, new_obj)
         active = active & moved & improved
-        c, bnd, obj = new_c, new_bnd, new_obj
-        history.append(obj)
-        if not bool(active.any()):
+        if record:
+            last[rows] = obj
+            history.append(last.clone())
+        n_active = int(active.sum())
+        if n_active == 0:
             break
-    return c, n_iter, history
+        if n_active <= rows.shape[0] // 2:
+            out[rows] = c
+            idx = active.nonzero().squeeze(1)
+            rows, c, bnd, sums, obj, active = rows[idx], c[idx], bnd[idx], sums[idx], obj[idx], active[idx]
+            st = st.rows(idx)
+    out[rows] = c
+    return out, n_iter, history
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,25 +381,27 @@ def nearest_centroid_1d(x: Tensor, centroids: Tensor) -> Tensor:
         centroids: ``(n, k)`` centroids, sorted ascending along ``k`` (duplicates allowed).
 
     A ``searchsorted`` of the points into the centroid midpoints (O(m log k)), then a comparison with
-    both neighbouring centroids so that the result is exact in ``x``'s arithmetic: for every point,
-    ``|x - centroids[code]| <= |x - centroids[l]|`` for all ``l``, evaluated in the common dtype.
+    both neighbouring centroids so that the result is exact in the common dtype of ``x`` and
+    ``centroids`` (a rounded midpoint can only be off by one): for every point
+    ``|x - centroids[code]| <= |x - centroids[l]|`` for all ``l``.
     """
     dtype = torch.promote_types(x.dtype, centroids.dtype)
     x, c = x.to(dtype), centroids.to(dtype)
-    k = c.shape[1]
+    n, k = c.shape
     if k == 1:
         return torch.zeros(x.shape, dtype=torch.int64, device=x.device)
     mids = ((c[:, 1:] + c[:, :-1]) / 2).contiguous()
     code = torch.searchsorted(mids, x.contiguous())
-    best = code
-    best_d = (x - c.gather(1, code)).abs()
-    for step in (-1, 1):
-        other = (code + step).clamp(0, k - 1)
-        d = (x - c.gather(1, other)).abs()
-        better = (d < best_d) | ((d == best_d) & (other < best))
-        best = torch.where(better, other, best)
-        best_d = torch.where(better, d, best_d)
-    return best
+    inf = c.new_full((n, 1), math.inf)
+    padded = torch.cat([-inf, c, inf], 1)
+    # (n, k, 3): centroid l's lower neighbour, itself, upper neighbour (+-inf past the ends)
+    table = torch.stack([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]], 2)
+    near = table.gather(1, code.unsqueeze(-1).expand(-1, -1, 3))
+    dist = near.sub_(x.unsqueeze(-1)).abs_()
+    d_down, d_here, d_up = dist.unbind(-1)
+    down = d_down <= d_here
+    up = d_up < torch.minimum(d_down, d_here)
+    return code + up.long() - (down & ~up).long()
 
 
 def weighted_sse(x: Tensor, centroids: Tensor, codes: Tensor, weights: Tensor | None = None) -> Tensor:
@@ -384,11 +421,9 @@ def _output_dtype(x: Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
-def _finish(x: Tensor, w: Tensor | None, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Clamp centroids ``(b, k)`` (original coordinates, float64) to each problem's range, cast and
-    sort them, assign every point and compute the objective."""
-    lo = x.amin(1, keepdim=True).to(torch.float64)
-    hi = x.amax(1, keepdim=True).to(torch.float64)
+def _finish(x: Tensor, w: Tensor | None, c: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Clamp centroids ``(b, k)`` (original coordinates, float64) to each problem's range
+    ``[lo, hi]`` (``(b, 1)``), cast and sort them, assign every point and compute the objective."""
     dtype = _output_dtype(x)
     c = torch.sort(torch.minimum(torch.maximum(c, lo), hi).to(dtype), 1).values
     codes = nearest_centroid_1d(x, c)
@@ -396,7 +431,7 @@ def _finish(x: Tensor, w: Tensor | None, c: Tensor) -> tuple[Tensor, Tensor, Ten
 
 
 def _fit_torch_chunk(x: Tensor, w: Tensor | None, k: int, iters: int, tol: float, init: str | Tensor,
-                     u: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
+                     u: Tensor | None, record: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
     st = _prefix_stats(x, w)
     if isinstance(init, Tensor):
         c = torch.sort(init - st.shift, 1).values
@@ -405,8 +440,8 @@ def _fit_torch_chunk(x: Tensor, w: Tensor | None, k: int, iters: int, tol: float
     else:
         assert u is not None
         c = _init_kmeanspp(st, k, u)
-    c, n_iter, history = _lloyd(st, c, iters, tol)
-    cent, codes, obj = _finish(x, w, c + st.shift)
+    c, n_iter, history = _lloyd(st, c, iters, tol, record)
+    cent, codes, obj = _finish(x, w, c + st.shift, st.lo, st.hi)
     return cent, codes, obj, n_iter, history
 
 
@@ -432,9 +467,9 @@ def _fit_torch(x: Tensor, w: Tensor | None, k: int, iters: int, tol: float, init
             u = torch.rand((stop - start, k, n_local_trials), generator=gen, dtype=torch.float64)
             u = u.to(x.device)
         ic = init[start:stop] if isinstance(init, Tensor) else init
-        results.append(_fit_torch_chunk(xc, wc, k, iters, tol, ic, u))
-        logger.debug("kmeans_1d: problems %d..%d of %d, k=%d, m=%d, %d Lloyd iterations",
-                     start, stop, n, k, m, len(results[-1][4]) - 1)
+        results.append(_fit_torch_chunk(xc, wc, k, iters, tol, ic, u, return_history))
+        logger.debug("kmeans_1d: problems %d..%d of %d, k=%d, m=%d, up to %d Lloyd iterations",
+                     start, stop, n, k, m, int(results[-1][3].max()))
     history = _stack_history([r[4] for r in results]) if return_history else None
     return KMeans1D(torch.cat([r[0] for r in results]), torch.cat([r[1] for r in results]),
                     torch.cat([r[2] for r in results]), torch.cat([r[3] for r in results]), history)
@@ -491,7 +526,8 @@ def _fit_faiss(x: Tensor, w: Tensor | None, k: int, iters: int, init: str | Tens
         km.train(xn[i, :, None], weights=None if wn is None else wn[i],
                  init_centroids=None if cn is None else cn[i, :, None])
         cent[i] = torch.from_numpy(km.centroids[:, 0].astype("float64"))
-    c, codes, obj = _finish(x, w, cent.to(x.device))
+    x64 = x.to(torch.float64)
+    c, codes, obj = _finish(x, w, cent.to(x.device), x64.amin(1, keepdim=True), x64.amax(1, keepdim=True))
     n_iter = torch.full((n,), max(iters, 1), dtype=torch.int64, device=x.device)
     return KMeans1D(c, codes, obj, n_iter, None)
 

@@ -1,0 +1,80 @@
+"""End to end on the real model (SmolLM2-135M) with small budgets, and the recipes' bad-input errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import load_recipe
+from lowbit.core.data import calibration_windows, load_text, tokenize
+from lowbit.core.hf import block_outputs_full, capture_block_inputs, decoder_blocks, forward_block, load_model
+
+SMALL = ["--nsamples", "16", "--seqlen", "256", "--eval-seqlen", "256", "--eval-windows", "8",
+         "--device", "cpu"]
+
+
+def test_replay_matches_full_model(model_dir: Path) -> None:
+    model, tok = load_model(model_dir)
+    ids = calibration_windows(tokenize(tok, load_text("ptb")), 2, 64, seed=0)
+    full = block_outputs_full(model, ids)
+    inputs = capture_block_inputs(model, ids, "cpu", batch_size=1)
+    for block, ref in zip(decoder_blocks(model), full, strict=True):
+        inputs = forward_block(block, inputs)
+        assert torch.equal(torch.cat(inputs.hidden), ref)
+
+
+def test_gptq_beats_rtn_at_3_bits(model_dir: Path, tmp_path: Path) -> None:
+    gptq, rtn = load_recipe("gptq"), load_recipe("rtn")
+    args = [*SMALL, "--model", str(model_dir), "--bits", "3", "--group-size", "64"]
+    assert rtn.main(rtn.run, rtn.RTNConfig, [*args, "--json", str(tmp_path / "rtn.json")]) == 0
+    assert gptq.main(gptq.run, gptq.GPTQConfig, [*args, "--compare-rtn", "--json", str(tmp_path / "g.json")]) == 0
+    r, g = (json.loads((tmp_path / f).read_text()) for f in ("rtn.json", "g.json"))
+    for res in (r, g):
+        assert {"method", "ppl", "ppl_fp", "bits_per_weight", "bits", "quant_seconds", "config",
+                "versions"} <= set(res)
+        assert math.isfinite(res["ppl"]) and math.isfinite(res["ppl_fp"])
+        assert res["bits_per_weight"] == pytest.approx(3 + (16 + 3) / 64)
+    assert r["ppl_fp"] == pytest.approx(g["ppl_fp"])
+    assert g["ppl"] < r["ppl"]
+    errs = g["layer_errors"]  # one GPTQ call per shared input: qkv, o, gate+up, down
+    assert errs["layers"] == 30 * 4 and errs["gptq_le_rtn"] == errs["layers"]
+
+
+def _run(recipe: str, args: list[str]) -> int:
+    mod = load_recipe(recipe)
+    cls = {"gptq": "GPTQConfig", "rtn": "RTNConfig"}[recipe]
+    return mod.main(mod.run, getattr(mod, cls), args)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "/no/such/model"], "does not exist"),
+    (["--bits", "9"], "1..8"),
+    (["--bits", "2.5"], "integer --bits"),
+    (["--nsamples", "0"], "calibration set is empty"),
+    (["--group-size", "100"], "does not divide the input dimension 576"),
+])
+def test_bad_input_is_a_clear_error(args: list[str], message: str, model_dir: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    full = ["--model", str(model_dir), *SMALL, *args] if "--model" not in args else [*SMALL, *args]
+    assert _run("gptq", full) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_non_finite_weights_are_a_clear_error(model_dir: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    model = transformers.LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        model.model.layers[1].mlp.up_proj.weight[3, 4] = float("inf")
+    model.save_pretrained(tmp_path)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(model_dir / f, tmp_path / f)
+    assert _run("rtn", ["--model", str(tmp_path), *SMALL]) == 2
+    assert "non-finite" in capsys.readouterr().err
