@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -20,6 +21,12 @@ def load_recipe(name: str) -> ModuleType:
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="session")
+def recipe() -> Callable[[str], ModuleType]:
+    """``recipe("gptq")`` imports ``recipes/gptq.py``."""
+    return load_recipe
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
 
-from conftest import load_recipe
 from lowbit.core.data import calibration_windows, load_text, tokenize
 from lowbit.core.hf import block_outputs_full, capture_block_inputs, decoder_blocks, forward_block, load_model
 
@@ -28,8 +29,8 @@ def test_replay_matches_full_model(model_dir: Path) -> None:
         assert torch.equal(torch.cat(inputs.hidden), ref)
 
 
-def test_gptq_beats_rtn_at_3_bits(model_dir: Path, tmp_path: Path) -> None:
-    gptq, rtn = load_recipe("gptq"), load_recipe("rtn")
+def test_gptq_beats_rtn_at_3_bits(model_dir: Path, tmp_path: Path, recipe: Callable[[str], ModuleType]) -> None:
+    gptq, rtn = recipe("gptq"), recipe("rtn")
     args = [*SMALL, "--model", str(model_dir), "--bits", "3", "--group-size", "64"]
     assert rtn.main(rtn.run, rtn.RTNConfig, [*args, "--json", str(tmp_path / "rtn.json")]) == 0
     assert gptq.main(gptq.run, gptq.GPTQConfig, [*args, "--compare-rtn", "--json", str(tmp_path / "g.json")]) == 0
@@ -45,9 +46,9 @@ def test_gptq_beats_rtn_at_3_bits(model_dir: Path, tmp_path: Path) -> None:
     assert errs["layers"] == 30 * 4 and errs["gptq_le_rtn"] == errs["layers"]
 
 
-def _run(recipe: str, args: list[str]) -> int:
-    mod = load_recipe(recipe)
-    cls = {"gptq": "GPTQConfig", "rtn": "RTNConfig"}[recipe]
+def _run(recipe: Callable[[str], ModuleType], name: str, args: list[str]) -> int:
+    mod = recipe(name)
+    cls = {"gptq": "GPTQConfig", "rtn": "RTNConfig"}[name]
     return mod.main(mod.run, getattr(mod, cls), args)
 
 
@@ -59,14 +60,16 @@ def _run(recipe: str, args: list[str]) -> int:
     (["--group-size", "100"], "does not divide the input dimension 576"),
 ])
 def test_bad_input_is_a_clear_error(args: list[str], message: str, model_dir: Path,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+                                    capsys: pytest.CaptureFixture[str],
+                                    recipe: Callable[[str], ModuleType]) -> None:
     full = ["--model", str(model_dir), *SMALL, *args] if "--model" not in args else [*SMALL, *args]
-    assert _run("gptq", full) == 2
+    assert _run(recipe, "gptq", full) == 2
     assert message in capsys.readouterr().err
 
 
 def test_non_finite_weights_are_a_clear_error(model_dir: Path, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+                                              capsys: pytest.CaptureFixture[str],
+                                              recipe: Callable[[str], ModuleType]) -> None:
     transformers = pytest.importorskip("transformers")
     cfg = transformers.LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                    num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
@@ -76,5 +79,5 @@ def test_non_finite_weights_are_a_clear_error(model_dir: Path, tmp_path: Path,
     model.save_pretrained(tmp_path)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(model_dir / f, tmp_path / f)
-    assert _run("rtn", ["--model", str(tmp_path), *SMALL]) == 2
+    assert _run(recipe, "rtn", ["--model", str(tmp_path), *SMALL]) == 2
     assert "non-finite" in capsys.readouterr().err

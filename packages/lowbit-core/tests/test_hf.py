@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lowbit.core.hf import (BlockContext, block_linears, block_outputs_full, capture_block_inputs,
-                            decoder_blocks, forward_block, run_sequential)
+from lowbit.core.hf import (
+    BlockContext,
+    block_linears,
+    block_outputs_full,
+    capture_block_inputs,
+    decoder_blocks,
+    forward_block,
+    run_sequential,
+)
 
 transformers = pytest.importorskip("transformers")
 

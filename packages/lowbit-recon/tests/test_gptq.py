@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 
 from lowbit.core.bits import bit_report
 from lowbit.core.testing import heavy_tailed, random_hessian
-from lowbit.recon import (UniformColumnQuantizer, hessian_error, inverse_cholesky, quantize_weight,
-                          round_to_nearest)
+from lowbit.recon import UniformColumnQuantizer, hessian_error, inverse_cholesky, quantize_weight, round_to_nearest
 
 
 def plain_gptq(W: torch.Tensor, H: torch.Tensor, bits: int, gs: int | None) -> torch.Tensor:

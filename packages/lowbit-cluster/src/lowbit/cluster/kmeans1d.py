@@ -156,7 +156,8 @@ def _initial_centroids(init: Tensor, n: int, k: int, device: torch.device) -> Te
     if c.dim() == 1:
         c = c.expand(n, -1)
     if tuple(c.shape) != (n, k):
-        raise ValueError(f"init centroids must have shape (n, k) = ({n}, {k}) or (k,), got {tuple(init.shape)}")
+        raise ValueError(f"init centroids must have shape (n, k) = ({n}, {k}) or (k,), "
+                         f"got {tuple(init.shape)}")
     if not bool(torch.isfinite(c).all()):
         raise ValueError("init centroids contain non-finite values")
     return c
@@ -199,7 +200,7 @@ def _cost(sums: Tensor, c: Tensor) -> Tensor:
 
 
 def _run_sums(st: _Sorted, bnd: Tensor) -> Tensor:
-    """Sums ``(b, t, 3)`` of ``w, w x, w x^2`` over the runs ``[bnd_l, bnd_{l+1})``; ``bnd`` ``(b, t + 1)``."""
+    """Sums ``(b, t, 3)`` of ``w, w x, w x^2`` over runs ``[bnd_l, bnd_{l+1})``; ``bnd`` is ``(b, t + 1)``."""
     g = _prefix_at(st, bnd)
     return g[:, 1:] - g[:, :-1]
 
@@ -495,41 +496,50 @@ def _faiss_accepts_weights(faiss_module: object) -> bool:
     return "weights" in params
 
 
-def _fit_faiss(x: Tensor, w: Tensor | None, k: int, iters: int, init: str | Tensor, seed: int) -> KMeans1D:
-    """One ``faiss.Kmeans`` per problem (a Python loop; faiss runs on CPU in float32).
-
-    faiss seeds with k-means++ when the installed version offers it (else uniformly at random),
-    runs exactly ``iters`` iterations, re-seeds empty clusters by splitting large ones, and needs
-    ``m >= k``. Centroids, codes and objective are then computed as in the torch backend.
-    """
+def _check_faiss(weighted: bool, k: int, m: int) -> object:
+    """Import faiss and check that it can run this problem; returns the module."""
     faiss = _import_faiss()
-    n, m = x.shape
     if m < k:
         raise ValueError(f"backend='faiss' needs at least k={k} points per problem, got m={m}")
-    if w is not None and not _faiss_accepts_weights(faiss):
+    if weighted and not _faiss_accepts_weights(faiss):
         raise FaissUnavailableError(
             f"the installed faiss {getattr(faiss, '__version__', '?')} cannot take sample weights "
             "(faiss.Kmeans.train has no 'weights' argument); use backend='torch' for weighted input")
-    if isinstance(init, str) and init != "kmeans++":
-        raise ValueError(f"backend='faiss' supports init='kmeans++' or a tensor, got {init!r}")
-    params: dict[str, object] = {"niter": max(iters, 1), "seed": seed, "verbose": False,
+    return faiss
+
+
+def _fit_faiss(faiss: object, x: Tensor, w: Tensor | None, seeds: Tensor, iters: int, seed: int) -> KMeans1D:
+    """Lloyd iterations by one ``faiss.Kmeans`` per problem (a Python loop; CPU, float32).
+
+    ``seeds`` ``(n, k)`` are the initial centroids (lowbit's seeding, so ``init`` means the same on
+    both backends). faiss runs exactly ``iters`` iterations (no early stop), re-seeds an empty
+    cluster by splitting a large one, and needs ``m >= k``. Centroids, codes and objective are then
+    finished as in the torch backend; ``n_iter`` reports ``iters``.
+    """
+    n, m = x.shape
+    k = seeds.shape[1]
+    params: dict[str, object] = {"niter": iters, "seed": seed, "verbose": False,
                                  "max_points_per_centroid": m, "min_points_per_centroid": 1}
-    kpp = getattr(faiss, "ClusteringInitMethod_KMEANS_PLUS_PLUS", None)
-    if kpp is not None and not isinstance(init, Tensor):
-        params["init_method"] = kpp
     xn = x.detach().to("cpu", torch.float32).numpy()
-    wn = None if w is None else w.detach().to("cpu", torch.float32).numpy()
-    cn = None if not isinstance(init, Tensor) else init.to("cpu", torch.float32).numpy()
+    wn = None if w is None else w.detach().to("cpu", torch.float32).contiguous().numpy()
+    cn = seeds.detach().to("cpu", torch.float32).numpy()
     cent = torch.empty(n, k, dtype=torch.float64)
     for i in range(n):
-        km = faiss.Kmeans(1, k, **params)
-        km.train(xn[i, :, None], weights=None if wn is None else wn[i],
-                 init_centroids=None if cn is None else cn[i, :, None])
+        km = faiss.Kmeans(1, k, **params)  # type: ignore[attr-defined]
+        km.train(xn[i, :, None], weights=None if wn is None else wn[i], init_centroids=cn[i, :, None].copy())
         cent[i] = torch.from_numpy(km.centroids[:, 0].astype("float64"))
     x64 = x.to(torch.float64)
     c, codes, obj = _finish(x, w, cent.to(x.device), x64.amin(1, keepdim=True), x64.amax(1, keepdim=True))
-    n_iter = torch.full((n,), max(iters, 1), dtype=torch.int64, device=x.device)
+    n_iter = torch.full((n,), iters, dtype=torch.int64, device=x.device)
     return KMeans1D(c, codes, obj, n_iter, None)
+
+
+def _empty_result(x: Tensor, k: int, return_history: bool) -> KMeans1D:
+    """The result for ``n = 0`` problems."""
+    m = x.shape[1]
+    hist = x.new_zeros((0, 1), dtype=torch.float64) if return_history else None
+    return KMeans1D(x.new_zeros((0, k), dtype=_output_dtype(x)), x.new_zeros((0, m), dtype=torch.int64),
+                    x.new_zeros(0, dtype=torch.float64), x.new_zeros(0, dtype=torch.int64), hist)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -564,12 +574,14 @@ def kmeans_1d(x: Tensor, k: int, weights: Tensor | None = None, *, iters: int = 
             deterministic for a seed and independent of the device and of ``chunk_size`` up to
             floating-point rounding (problem ``i`` always consumes the ``i``-th block of draws).
         init: ``"kmeans++"`` (greedy, as scikit-learn), ``"quantile"`` (the points at weighted
-            quantiles ``(l + 1/2)/k``; deterministic, no sampling), or a ``(n, k)`` / ``(k,)`` tensor
-            of initial centroids.
-        backend: ``"torch"`` (batched, any device) or ``"faiss"`` (one ``faiss.Kmeans`` per problem
-            on CPU, float32; needs ``faiss`` installed, raises :class:`FaissUnavailableError`, an
-            ``ImportError``, otherwise or when it cannot take weights; runs exactly ``iters``
-            iterations and ignores ``tol``).
+            quantiles ``(l + 1/2)/k``; deterministic, no sampling, but on heavy-tailed data Lloyd
+            then stops in much worse local optima), or a ``(n, k)`` / ``(k,)`` tensor of initial
+            centroids. The seeding is always done by lowbit, whatever the backend.
+        backend: ``"torch"`` (batched, any device) or ``"faiss"`` (Lloyd iterations by one
+            ``faiss.Kmeans`` per problem on CPU in float32, from the same seeds; needs ``faiss``
+            and ``m >= k``, raises :class:`FaissUnavailableError`, an ``ImportError``, when faiss is
+            missing or cannot take weights; runs exactly ``iters`` iterations, ignores ``tol`` and
+            ``return_history``, and re-seeds empty clusters by splitting large ones).
         tol: a problem stops when an iteration lowers its objective by at most ``tol`` times the
             previous value; with the default 0 it runs until its clusters stop changing (an exact
             fixed point) or ``iters``.
@@ -593,17 +605,19 @@ def kmeans_1d(x: Tensor, k: int, weights: Tensor | None = None, *, iters: int = 
     n, m = x.shape
     if isinstance(init, Tensor):
         init = _initial_centroids(init, n, k, x.device)
-    if backend == "faiss":
-        return _fit_faiss(x, w, k, iters, init, seed)
-    if n == 0:
-        dtype = _output_dtype(x)
-        empty = x.new_zeros((0, k), dtype=dtype)
-        hist = x.new_zeros((0, 1), dtype=torch.float64) if return_history else None
-        return KMeans1D(empty, x.new_zeros((0, m), dtype=torch.int64),
-                        x.new_zeros(0, dtype=torch.float64), x.new_zeros(0, dtype=torch.int64), hist)
     trials = n_local_trials if n_local_trials is not None else 2 + int(math.log(k))
-    if trials < 1:
-        raise ValueError(f"n_local_trials must be >= 1, got {n_local_trials!r}")
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"n_local_trials must be a positive integer, got {n_local_trials!r}")
+    faiss = _check_faiss(w is not None, k, m) if backend == "faiss" else None
+    if n == 0:
+        return _empty_result(x, k, return_history)
     chunk = chunk_size if chunk_size is not None else max(1, DEFAULT_CHUNK_ELEMENTS // m)
     with torch.no_grad():
-        return _fit_torch(x.detach(), w, k, iters, tol, init, seed, trials, chunk, return_history)
+        x = x.detach()
+        if backend == "faiss":
+            if iters == 0:
+                return _fit_torch(x, w, k, 0, tol, init, seed, trials, chunk, False)
+            seeds = init if isinstance(init, Tensor) else \
+                _fit_torch(x, w, k, 0, tol, init, seed, trials, chunk, False).centroids
+            return _fit_faiss(faiss, x, w, seeds, iters, seed)
+        return _fit_torch(x, w, k, iters, tol, init, seed, trials, chunk, return_history)
