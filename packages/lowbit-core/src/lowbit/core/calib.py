@@ -61,12 +61,11 @@ class ActStats:
 
     def update(self, x: Tensor) -> None:
         """Fold ``x`` (``(..., d_in)``) into the statistics."""
-        x = x.reshape(-1, x.shape[-1])
-        a = x.abs()
-        self.sumsq += (a.to(torch.float64) ** 2).sum(0)
-        self.sumabs += a.to(torch.float64).sum(0)
-        self.absmax = torch.maximum(self.absmax, a.amax(0).float())
-        self.n += x.shape[0]
+        a = x.reshape(-1, x.shape[-1]).float().abs()  # per-batch sums in fp32, totals in fp64
+        self.sumsq += (a * a).sum(0)
+        self.sumabs += a.sum(0)
+        self.absmax = torch.maximum(self.absmax, a.amax(0))
+        self.n += a.shape[0]
 
     @property
     def norm(self) -> Tensor:

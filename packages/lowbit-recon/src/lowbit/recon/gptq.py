@@ -11,7 +11,13 @@ block (``W[:, i2:] -= E U[i1:i2, i2:]``). This is the same arithmetic as the pla
 
 The column quantizer ``Q`` is any object with ``prepare(W, perm)``, ``__call__(W_block, i, j,
 U_block) -> q`` (quantize column ``i`` of the current block, global processing position ``j``,
-original column ``perm[j]``) and ``result() -> QuantizedWeight``; see :class:`ColumnQuantizer`.
+original column ``perm[j]``) and ``result(Q) -> QuantizedWeight``; see :class:`ColumnQuantizer`.
+
+The loop is launch-bound on an accelerator (thousands of small column steps), so each step is
+two tensor operations besides the quantizer: ``w_i - q_i`` and one rank-1 update with the row
+``U[i, i:] / U_ii`` (pre-scaled per block). The quantized block is what the update leaves in
+``W1`` (column i becomes q_i exactly), and the block's errors E for the lazy update follow from one
+triangular solve, ``E triu(U1) = W1_start - Q1``.
 """
 
 from __future__ import annotations
@@ -48,8 +54,9 @@ class ColumnQuantizer(Protocol):
         zero error (how sparse outliers take part in feedback).
         """
 
-    def result(self) -> QuantizedWeight:
-        """The container for everything quantized so far, in the original column order."""
+    def result(self, Q: Tensor) -> QuantizedWeight:
+        """The container for the final quantized weight ``Q`` (original column order), whose
+        columns are values this quantizer returned."""
 
 
 @dataclass
@@ -135,22 +142,23 @@ def quantize_weight(W: Tensor, H: Tensor, quantizer: ColumnQuantizer, *, blocksi
     W = W[:, perm]
     U, damp = inverse_cholesky(H[perm][:, perm], percdamp)
     quantizer.prepare(W, perm)
-    Qp = torch.empty_like(W)
     for i1 in range(0, d_in, blocksize):
         i2 = min(i1 + blocksize, d_in)
-        W1 = W[:, i1:i2].clone()
-        E1 = torch.empty_like(W1)
+        W1 = W[:, i1:i2]  # a view: the block is quantized in place
+        start = W1.clone()
         U1 = U[i1:i2, i1:i2]
+        Urow = U1 / U1.diagonal()[:, None]  # row i scaled by 1 / U_ii
         for i in range(i2 - i1):
             q = quantizer(W1, i, i1 + i, U1)
-            e = (W1[:, i] - q) / U1[i, i]
-            Qp[:, i1 + i] = q
-            W1[:, i:].addr_(e, U1[i, i:], alpha=-1)
-            E1[:, i] = e
-        W[:, i2:].addmm_(E1, U[i1:i2, i2:], alpha=-1)
-    Q = torch.empty_like(Qp)
-    Q[:, perm] = Qp
-    return GPTQResult(Q, quantizer.result(), damp, hessian_error(W0.float(), Q, H0))
+            W1[:, i:].addr_(W1[:, i] - q, Urow[i, i:], alpha=-1)  # leaves W1[:, i] = q (to rounding)
+        if i2 < d_in:
+            E1 = torch.linalg.solve_triangular(U1, start - W1, upper=True, left=False)
+            W[:, i2:].addmm_(E1, U[i1:i2, i2:], alpha=-1)
+    Q = torch.empty_like(W)
+    Q[:, perm] = W
+    qweight = quantizer.result(Q)
+    Q = qweight.dequantize()  # exactly what is stored
+    return GPTQResult(Q, qweight, damp, hessian_error(W0.float(), Q, H0))
 
 
 def round_to_nearest(W: Tensor, quantizer: ColumnQuantizer) -> tuple[Tensor, QuantizedWeight]:
@@ -162,5 +170,5 @@ def round_to_nearest(W: Tensor, quantizer: ColumnQuantizer) -> tuple[Tensor, Qua
     W = W.detach().float()
     perm = torch.arange(W.shape[1], device=W.device)
     quantizer.prepare(W, perm)
-    Q = torch.stack([quantizer(W, j, j, None) for j in range(W.shape[1])], dim=1)
-    return Q, quantizer.result()
+    qweight = quantizer.result(torch.stack([quantizer(W, j, j, None) for j in range(W.shape[1])], dim=1))
+    return qweight.dequantize(), qweight

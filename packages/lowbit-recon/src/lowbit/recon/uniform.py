@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from lowbit.core.formats import QuantizedWeight
-from lowbit.core.uniform import check_width, dequantize_affine, minmax_params, quantize_affine
+from lowbit.core.uniform import check_width, minmax_params, quantize_affine
 
 
 def check_group_size(d_in: int, group_size: int | None) -> None:
@@ -43,7 +43,6 @@ class UniformColumnQuantizer:
         self.shape = (d_out, d_in)
         self.perm = perm
         self._cols = perm.tolist()
-        self.codes = torch.empty(d_out, d_in, dtype=torch.uint8, device=W.device)
         self.scales = torch.empty(d_out, d_in // gs, device=W.device)
         self.zeros = torch.empty_like(self.scales)
         self._sticky = self.group_size is None or self.static_groups
@@ -63,21 +62,25 @@ class UniformColumnQuantizer:
             if not self._sticky:  # fit on the group's current columns, which start here
                 s, z = minmax_params(W[:, i: i + gs], self.bits)
                 self.scales[:, g], self.zeros[:, g] = s, z
-            self._group, self._s, self._z = g, self.scales[:, g], self.zeros[:, g]
-        return self._s, self._z
+            s, z = self.scales[:, g], self.zeros[:, g]
+            self._group, self._s, self._lo, self._hi = g, s, -z, (1 << self.bits) - 1 - z
+        return self._s, self._lo, self._hi
 
     def __call__(self, W: Tensor, i: int, j: int, U: Tensor | None) -> Tensor:
-        s, z = self._params(W, i, j)
-        q = quantize_affine(W[:, i], s, z, self.bits)
-        self.codes[:, self._cols[j]] = q.to(torch.uint8)
-        return dequantize_affine(q, s, z)
+        """``s * clamp(round(w / s), -z, 2^b - 1 - z)``: the grid value, in four tensor operations."""
+        s, lo, hi = self._params(W, i, j)
+        return torch.clamp(torch.round(W[:, i] / s), lo, hi).mul_(s)
 
-    def result(self) -> QuantizedWeight:
+    def result(self, Q: Tensor) -> QuantizedWeight:
+        """Codes ``round(Q / s) + z`` of the grid values ``Q`` this quantizer returned."""
         d_in = self.shape[1]
         g_idx = None
         identity = bool((self.perm == torch.arange(d_in, device=self.perm.device)).all())
         if not self._sticky and not identity:
             g_idx = torch.empty(d_in, dtype=torch.int64, device=self.perm.device)
             g_idx[self.perm] = torch.arange(d_in, device=self.perm.device) // self.group_size
-        return QuantizedWeight("uniform", self.shape, self.codes, self.bits, scales=self.scales,
+        gs = self.group_size or d_in
+        g = (torch.arange(d_in, device=Q.device) // gs) if g_idx is None else g_idx
+        codes = quantize_affine(Q, self.scales[:, g], self.zeros[:, g], self.bits).to(torch.uint8)
+        return QuantizedWeight("uniform", self.shape, codes, self.bits, scales=self.scales,
                                zeros=self.zeros, group_size=self.group_size, g_idx=g_idx)
