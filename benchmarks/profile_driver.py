@@ -24,6 +24,7 @@ def main() -> None:
     p.add_argument("--seqlen", type=int, default=2048)
     p.add_argument("--method", default="gptq", choices=["gptq", "rtn", "none"])
     p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--json")
     a = p.parse_args()
     device = resolve_device(a.device)
@@ -59,7 +60,7 @@ def main() -> None:
     block = (lambda ctx: {}) if a.method == "none" else (lambda ctx: quantize_linears(ctx, layer_t))
     sync()
     t0 = time.perf_counter()
-    hf.run_sequential(model, ids, block, device=device)
+    hf.run_sequential(model, ids, block, device=device, batch_size=a.batch_size)
     sync()
     t["total"] = time.perf_counter() - t0
     res = {"device": str(device), "method": a.method, "nsamples": a.nsamples, "seqlen": a.seqlen,

@@ -9,6 +9,6 @@ mkdir -p "$out"
 settings=${*:-"rtn:4:64 gptq:4:64 rtn:3:64 gptq:3:64 rtn:2:64 gptq:2:64 rtn:3:0 gptq:3:0 rtn:4:0 gptq:4:0"}
 for s in $settings; do
   IFS=: read -r method bits group <<<"$s"
-  python3 "$ROOT/recipes/$method.py" --bits "$bits" --group-size "$group" --eval-batch-size 8 \
+  python3 "$ROOT/recipes/$method.py" --bits "$bits" --group-size "$group" --eval-batch-size 8 --batch-size 32 \
     --json "$out/${method}_w${bits}_g${group}.json" 2>&1 | grep -v "it/s\]" | grep -v "s/it\]" || exit 1
 done

@@ -57,7 +57,7 @@ class RecipeConfig:
     eval: str = arg("wikitext2", "evaluation text: wikitext2, ptb or a text file")
     seed: int = arg(0, "seed of calibration sampling and of every random choice")
     device: str = arg("auto", "cuda, cpu or auto (cuda when available)")
-    batch_size: int = arg(8, "calibration windows per forward pass")
+    batch_size: int = arg(16, "calibration windows per forward pass")
     eval_batch_size: int = arg(4, "evaluation windows per forward pass on an accelerator (1 on the CPU)")
     json: str | None = arg(None, "write the results as JSON to this path")
 

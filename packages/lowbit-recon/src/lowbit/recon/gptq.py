@@ -14,10 +14,10 @@ U_block) -> q`` (quantize column ``i`` of the current block, global processing p
 original column ``perm[j]``) and ``result(Q) -> QuantizedWeight``; see :class:`ColumnQuantizer`.
 
 The loop is launch-bound on an accelerator (thousands of small column steps), so each step is
-two tensor operations besides the quantizer: ``w_i - q_i`` and one rank-1 update with the row
-``U[i, i:] / U_ii`` (pre-scaled per block). The quantized block is what the update leaves in
-``W1`` (column i becomes q_i exactly), and the block's errors E for the lazy update follow from one
-triangular solve, ``E triu(U1) = W1_start - Q1``.
+two tensor operations besides the quantizer: ``d_i = w_i - q_i`` (written straight into row i of a
+block buffer D) and one rank-1 update with the row ``U[i, i:] / U_ii`` (pre-scaled per block). The
+update leaves q_i in column i of the block (to rounding), so Q needs no store either; the block's
+errors for the lazy update are ``E = D^T / diag(U1)``.
 """
 
 from __future__ import annotations
@@ -145,15 +145,15 @@ def quantize_weight(W: Tensor, H: Tensor, quantizer: ColumnQuantizer, *, blocksi
     for i1 in range(0, d_in, blocksize):
         i2 = min(i1 + blocksize, d_in)
         W1 = W[:, i1:i2]  # a view: the block is quantized in place
-        start = W1.clone()
         U1 = U[i1:i2, i1:i2]
         Urow = U1 / U1.diagonal()[:, None]  # row i scaled by 1 / U_ii
+        D = torch.empty(i2 - i1, d_out, device=W.device, dtype=W.dtype)
         for i in range(i2 - i1):
             q = quantizer(W1, i, i1 + i, U1)
-            W1[:, i:].addr_(W1[:, i] - q, Urow[i, i:], alpha=-1)  # leaves W1[:, i] = q (to rounding)
+            torch.sub(W1[:, i], q, out=D[i])
+            W1[:, i:].addr_(D[i], Urow[i, i:], alpha=-1)  # leaves W1[:, i] = q (to rounding)
         if i2 < d_in:
-            E1 = torch.linalg.solve_triangular(U1, start - W1, upper=True, left=False)
-            W[:, i2:].addmm_(E1, U[i1:i2, i2:], alpha=-1)
+            W[:, i2:].addmm_(D.T, U[i1:i2, i2:] / U1.diagonal()[:, None], alpha=-1)
     Q = torch.empty_like(W)
     Q[:, perm] = W
     qweight = quantizer.result(Q)
