@@ -12,10 +12,23 @@ and the maximum of |x_c| over tokens.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+
+@contextlib.contextmanager
+def matmul_precision(precision: str) -> Iterator[None]:
+    """Temporarily set ``torch.set_float32_matmul_precision`` ("highest": true fp32; "high": TF32)."""
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(old)
 
 
 def make_empty_hessian(d_in: int, device: torch.device | str = "cpu",
@@ -41,7 +54,8 @@ def accumulate_hessian(H: Tensor, x: Tensor, n_seen: int) -> tuple[Tensor, int]:
     total = n_seen + m
     H.mul_(n_seen / total)
     xs = x.to(H.dtype) * (2.0 / total) ** 0.5
-    H.addmm_(xs.T, xs)
+    with matmul_precision("highest"):  # exact sums even when the forward pass runs in TF32
+        H.addmm_(xs.T, xs)
     return H, total
 
 

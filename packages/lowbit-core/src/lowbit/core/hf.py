@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .calib import LayerStats
+from .calib import LayerStats, matmul_precision
 from .models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -217,6 +217,7 @@ class BlockContext:
 def run_sequential(model: nn.Module, ids: Tensor, quantize_block: Callable[[BlockContext], dict[str, Any]],
                    *, device: torch.device | str, batch_size: int = 8, keep: LinearFilter | None = None,
                    blocks: nn.ModuleList | None = None, hessian_dtype: torch.dtype = torch.float32,
+                   tf32: bool = True,
                    progress: Callable[[Iterable[int]], Iterable[int]] | None = None) -> dict[str, Any]:
     """The sequential driver: capture, then for each block collect statistics, quantize, and
     recompute its outputs with the quantized block as the next block's inputs.
@@ -224,6 +225,10 @@ def run_sequential(model: nn.Module, ids: Tensor, quantize_block: Callable[[Bloc
     ``quantize_block(ctx)`` must replace the weights of ``ctx.linears`` it quantized (typically
     with ``QuantizedWeight.dequantize()``) and return what it made by linear name; the driver
     returns everything keyed by the model-level name (``model.layers.3.self_attn.q_proj``).
+
+    ``tf32``: the calibration forward passes of the blocks may use TF32 matmuls on GPUs that have
+    them (GPTQ's reference runs them in fp16); Hessians are always summed in full precision, and
+    quantizers run with the caller's setting.
     """
     device = torch.device(device)
     blocks = decoder_blocks(model) if blocks is None else blocks
@@ -236,13 +241,15 @@ def run_sequential(model: nn.Module, ids: Tensor, quantize_block: Callable[[Bloc
         home = next(block.parameters()).device
         block.to(device)
         linears = block_linears(block, keep)
-        stats, fp_out = collect_stats(block, linears, inputs, hessian_dtype)
+        with matmul_precision("high" if tf32 else torch.get_float32_matmul_precision()):
+            stats, fp_out = collect_stats(block, linears, inputs, hessian_dtype)
         ctx = BlockContext(i, f"{prefix}.{i}", block, linears, stats, inputs, fp_out)
         made = quantize_block(ctx)
         for name, value in made.items():
             results[f"{prefix}.{i}.{name}"] = value
         del stats, ctx
-        inputs = forward_block(block, inputs)
+        with matmul_precision("high" if tf32 else torch.get_float32_matmul_precision()):
+            inputs = forward_block(block, inputs)
         block.to(home)
         log.debug("block %d done", i)
     return results

@@ -58,6 +58,7 @@ class RecipeConfig:
     seed: int = arg(0, "seed of calibration sampling and of every random choice")
     device: str = arg("auto", "cuda, cpu or auto (cuda when available)")
     batch_size: int = arg(16, "calibration windows per forward pass")
+    tf32: bool = arg(True, "calibration forward passes in TF32 on GPUs that have it (Hessians stay fp32)")
     eval_batch_size: int = arg(4, "evaluation windows per forward pass on an accelerator (1 on the CPU)")
     json: str | None = arg(None, "write the results as JSON to this path")
 
@@ -211,7 +212,7 @@ def run_recipe(cfg: RecipeConfig, method: str, quantize_block: Callable[[BlockCo
 
     t = time.perf_counter()
     made = run_sequential(model, cal, quantize_block, device=device, batch_size=cfg.batch_size,
-                          progress=_tqdm(f"{method} blocks"))
+                          tf32=cfg.tf32, progress=_tqdm(f"{method} blocks"))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     quant_seconds = time.perf_counter() - t
