@@ -111,5 +111,5 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy over the libraries."""
     _install(session, *ALL, "mypy")
-    session.run("mypy", "--ignore-missing-imports", "--namespace-packages", "--explicit-package-bases",
-                "-p", "lowbit")
+    sources = [f"{d}/src/lowbit" for d in (*(f"packages/lowbit-{n}" for n in PACKAGES if n != "kernels"), "kernels")]
+    session.run("mypy", "--ignore-missing-imports", "--namespace-packages", "--explicit-package-bases", *sources)

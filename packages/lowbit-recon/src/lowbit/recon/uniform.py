@@ -55,7 +55,7 @@ class UniformColumnQuantizer:
             self.zeros[:] = z.reshape(d_out, -1)
         self._group = -1
 
-    def _params(self, W: Tensor, i: int, j: int) -> tuple[Tensor, Tensor]:
+    def _params(self, W: Tensor, i: int, j: int) -> tuple[Tensor, Tensor, Tensor]:
         gs = self.group_size or self.shape[1]
         g = self._cols[j] // gs if self._sticky else j // gs
         if g != self._group:
@@ -78,7 +78,7 @@ class UniformColumnQuantizer:
         identity = bool((self.perm == torch.arange(d_in, device=self.perm.device)).all())
         if not self._sticky and not identity:
             g_idx = torch.empty(d_in, dtype=torch.int64, device=self.perm.device)
-            g_idx[self.perm] = torch.arange(d_in, device=self.perm.device) // self.group_size
+            g_idx[self.perm] = torch.arange(d_in, device=self.perm.device) // (self.group_size or d_in)
         gs = self.group_size or d_in
         g = (torch.arange(d_in, device=Q.device) // gs) if g_idx is None else g_idx
         codes = quantize_affine(Q, self.scales[:, g], self.zeros[:, g], self.bits).to(torch.uint8)

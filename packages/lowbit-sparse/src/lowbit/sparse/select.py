@@ -42,14 +42,14 @@ def topk_mask(scores: Tensor, frac: float | None = None, *, k: int | None = None
     if dim is None:
         flat = scores.reshape(-1)
         n = flat.numel()
-        kk = count_from_fraction(frac, n) if frac is not None else int(k)
+        kk = count_from_fraction(frac, n) if frac is not None else int(k or 0)
         if not 0 <= kk <= n:
             raise ValueError(f"k must lie in [0, {n}], got {kk}")
         mask = torch.zeros(n, dtype=torch.bool, device=scores.device)
         mask[torch.sort(flat, descending=True, stable=True).indices[:kk]] = True
         return mask.reshape(scores.shape)
     n = scores.shape[dim]
-    kk = count_from_fraction(frac, n) if frac is not None else int(k)
+    kk = count_from_fraction(frac, n) if frac is not None else int(k or 0)
     if not 0 <= kk <= n:
         raise ValueError(f"k must lie in [0, {n}], got {kk}")
     order = torch.sort(scores, dim=dim, descending=True, stable=True).indices
