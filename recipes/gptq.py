@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from lowbit.core.hf import BlockContext
-from lowbit.core.recipe import RecipeConfig, arg, main, quantize_linears, run_recipe
+from lowbit.core.recipe import RecipeConfig, arg, codes_only, main, quantize_linears, run_recipe
 from lowbit.core.uniform import check_width
 from lowbit.recon import UniformColumnQuantizer, hessian_error, quantize_weight, round_to_nearest
 
@@ -53,7 +53,7 @@ def run(cfg: GPTQConfig) -> dict[str, Any]:
         return {"layer_errors": {"gptq_le_rtn": sum(g <= r for g, r in errors), "layers": len(errors),
                                  "gptq_over_rtn": [g / r for g, r in errors]}}
 
-    return run_recipe(cfg, "gptq", block, extra=extra)
+    return run_recipe(cfg, "gptq", block, paper_bits=codes_only, extra=extra)
 
 
 if __name__ == "__main__":

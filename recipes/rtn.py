@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from lowbit.core.hf import BlockContext
-from lowbit.core.recipe import RecipeConfig, main, quantize_linears, run_recipe
+from lowbit.core.recipe import RecipeConfig, codes_only, main, quantize_linears, run_recipe
 from lowbit.core.uniform import check_width
 from lowbit.recon import UniformColumnQuantizer, round_to_nearest
 
@@ -35,7 +35,7 @@ def run(cfg: RTNConfig) -> dict[str, Any]:
     def block(ctx: BlockContext):
         return quantize_linears(ctx, layer)
 
-    return run_recipe(cfg, "rtn", block)
+    return run_recipe(cfg, "rtn", block, paper_bits=codes_only)
 
 
 if __name__ == "__main__":

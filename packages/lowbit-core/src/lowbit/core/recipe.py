@@ -249,8 +249,15 @@ def run_recipe(cfg: RecipeConfig, method: str, quantize_block: Callable[[BlockCo
     if cfg.json:
         path = Path(cfg.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2, default=str))
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_text(json.dumps(result, indent=2, default=str))
+        tmp.replace(path)  # never a half-written result
     return result
+
+
+def codes_only(report: BitReport) -> float:
+    """The figure GPTQ-style papers quote ("3-bit"): code bits per weight, without scales and zeros."""
+    return report.per_weight().get("codes", 0.0)
 
 
 def format_table(r: dict[str, Any]) -> str:
