@@ -29,8 +29,15 @@ TEST_DIRS = {name: f"packages/lowbit-{name}/tests" for name in PACKAGES} | {"ker
 
 
 def _install(session: nox.Session, *specs: str) -> None:
+    """torch pinned, then lowbit-core (with its extras), then the rest: pip 23's resolver does not
+    match a sibling's ``lowbit-core`` requirement to a local path given with extras in the same call."""
     session.install(TORCH)
-    session.install(*specs)
+    cores = [s for s in specs if "lowbit-core" in s]
+    if cores:
+        session.install(*cores)
+    rest = [s for s in specs if s not in cores]
+    if rest:
+        session.install(*rest)
 
 
 def _pytest(session: nox.Session, *paths: str, env: dict[str, str] | None = None) -> None:
