@@ -3,10 +3,13 @@
 - :func:`kmeans_1d`: batched, weighted 1-D k-means (one problem per row; CLAQ's per-column tables,
   arXiv 2405.17233), torch on CPU/CUDA or faiss.
 - :func:`nearest_centroid_1d`, :func:`weighted_sse`: snapping to sorted 1-D tables and its error.
+- :class:`KMeansColumnQuantizer`: CLAQ's column quantizer for the GPTQ loop (per-column k-means tables,
+  per-column widths, reserved full-precision entries).
 
 Importing this package pulls in neither faiss nor transformers nor triton.
 """
 
+from lowbit.cluster.column import KMeansColumnQuantizer
 from lowbit.cluster.kmeans1d import (
     FaissUnavailableError,
     KMeans1D,
@@ -20,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "FaissUnavailableError",
     "KMeans1D",
+    "KMeansColumnQuantizer",
     "__version__",
     "kmeans_1d",
     "nearest_centroid_1d",
