@@ -48,7 +48,7 @@ def test_gptq_beats_rtn_at_3_bits(model_dir: Path, tmp_path: Path, recipe: Calla
 
 def _run(recipe: Callable[[str], ModuleType], name: str, args: list[str]) -> int:
     mod = recipe(name)
-    cls = {"gptq": "GPTQConfig", "rtn": "RTNConfig"}[name]
+    cls = {"gptq": "GPTQConfig", "rtn": "RTNConfig", "claq": "CLAQConfig"}[name]
     return mod.main(mod.run, getattr(mod, cls), args)
 
 
@@ -67,17 +67,42 @@ def test_bad_input_is_a_clear_error(args: list[str], message: str, model_dir: Pa
     assert message in capsys.readouterr().err
 
 
-def test_non_finite_weights_are_a_clear_error(model_dir: Path, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str],
-                                              recipe: Callable[[str], ModuleType]) -> None:
+@pytest.fixture
+def tiny_dir(model_dir: Path, tmp_path: Path) -> Path:
+    """A tiny random Llama (2 blocks, hidden 64) with the real tokenizer, saved as a checkpoint."""
     transformers = pytest.importorskip("transformers")
-    cfg = transformers.LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    cfg = transformers.LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                    num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
-    model = transformers.LlamaForCausalLM(cfg)
-    with torch.no_grad():
-        model.model.layers[1].mlp.up_proj.weight[3, 4] = float("inf")
-    model.save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "tiny")
     for f in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(model_dir / f, tmp_path / f)
-    assert _run(recipe, "rtn", ["--model", str(tmp_path), *SMALL]) == 2
+        shutil.copy(model_dir / f, tmp_path / "tiny" / f)
+    return tmp_path / "tiny"
+
+
+def test_non_finite_weights_are_a_clear_error(tiny_dir: Path, capsys: pytest.CaptureFixture[str],
+                                              recipe: Callable[[str], ModuleType]) -> None:
+    from safetensors.torch import load_file, save_file
+
+    f = tiny_dir / "model.safetensors"
+    tensors = load_file(f)
+    tensors["model.layers.1.mlp.up_proj.weight"][3, 4] = float("inf")
+    save_file(tensors, f, metadata={"format": "pt"})
+    assert _run(recipe, "rtn", ["--model", str(tiny_dir), *SMALL]) == 2
     assert "non-finite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bits, reserve", [("3", False), ("2.1", True)])
+def test_claq_recipe_on_a_tiny_checkpoint(tiny_dir: Path, tmp_path: Path, bits: str, reserve: bool,
+                                          recipe: Callable[[str], ModuleType]) -> None:
+    claq = recipe("claq")
+    out = tmp_path / "claq.json"
+    args = ["--model", str(tiny_dir), *SMALL, "--nsamples", "4", "--eval-windows", "2", "--bits", bits,
+            "--json", str(out), *(["--reserve"] if reserve else [])]
+    assert claq.main(claq.run, claq.CLAQConfig, args) == 0
+    r = json.loads(out.read_text())
+    assert math.isfinite(r["ppl"])
+    assert r["bits"]["codes"] == pytest.approx(float(bits), abs=0.02)  # the paper's codes-only budget
+    assert r["bits"]["tables"] > 0
+    assert (r["bits"]["outlier_values"] > 0) == reserve
+    assert r["bits_per_weight"] == pytest.approx(sum(r["bits"].values()))
