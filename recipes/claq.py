@@ -64,8 +64,6 @@ def paper_bits(report: BitReport) -> float:
 
 
 def run(cfg: CLAQConfig) -> dict[str, Any]:
-    cfg.validate()
-
     def layer(W: torch.Tensor, H: torch.Tensor):
         mask = None
         if cfg.reserve:

@@ -11,7 +11,6 @@ from typing import Any
 
 from lowbit.core.hf import BlockContext
 from lowbit.core.recipe import RecipeConfig, arg, codes_only, main, quantize_linears, run_recipe
-from lowbit.core.uniform import check_width
 from lowbit.recon import UniformColumnQuantizer, hessian_error, quantize_weight, round_to_nearest
 
 
@@ -27,17 +26,14 @@ class GPTQConfig(RecipeConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.bits != int(self.bits):
-            raise ValueError(f"GPTQ needs an integer --bits in 1..8, got {self.bits}")
-        check_width(int(self.bits))
+        self.integer_bits()
 
 
 def run(cfg: GPTQConfig) -> dict[str, Any]:
-    cfg.validate()
     errors: list[tuple[float, float]] = []
 
     def layer(W, H):
-        make = lambda: UniformColumnQuantizer(int(cfg.bits), cfg.groups, cfg.static_groups)  # noqa: E731
+        make = lambda: UniformColumnQuantizer(cfg.integer_bits(), cfg.groups, cfg.static_groups)  # noqa: E731
         r = quantize_weight(W, H, make(), blocksize=cfg.blocksize, percdamp=cfg.percdamp,
                             act_order=cfg.act_order)
         if cfg.compare_rtn:

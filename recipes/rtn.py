@@ -11,7 +11,6 @@ from typing import Any
 
 from lowbit.core.hf import BlockContext
 from lowbit.core.recipe import RecipeConfig, codes_only, main, quantize_linears, run_recipe
-from lowbit.core.uniform import check_width
 from lowbit.recon import UniformColumnQuantizer, round_to_nearest
 
 
@@ -21,16 +20,12 @@ class RTNConfig(RecipeConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.bits != int(self.bits):
-            raise ValueError(f"RTN needs an integer --bits in 1..8, got {self.bits}")
-        check_width(int(self.bits))
+        self.integer_bits()
 
 
 def run(cfg: RTNConfig) -> dict[str, Any]:
-    cfg.validate()
-
     def layer(W, H):
-        return round_to_nearest(W, UniformColumnQuantizer(int(cfg.bits), cfg.groups))
+        return round_to_nearest(W, UniformColumnQuantizer(cfg.integer_bits(), cfg.groups))
 
     def block(ctx: BlockContext):
         return quantize_linears(ctx, layer)

@@ -31,6 +31,7 @@ from .data import calibration_windows, eval_windows, load_text, tokenize
 from .eval import perplexity
 from .formats import QuantizedWeight
 from .hf import BlockContext, block_linears, decoder_blocks, load_model, run_sequential
+from .uniform import check_width
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,13 @@ class RecipeConfig:
                 raise ValueError(f"{what}{flag} must be at least 1, got {getattr(self, name)}")
         if self.eval_windows is not None and self.eval_windows < 1:
             raise ValueError(f"--eval-windows must be at least 1, got {self.eval_windows}")
+
+    def integer_bits(self) -> int:
+        """``bits`` as a code width in 1..8 for the recipes of uniform grids; ``ValueError`` otherwise."""
+        if self.bits != int(self.bits):
+            raise ValueError(f"this recipe needs an integer --bits in 1..8, got {self.bits}")
+        check_width(int(self.bits))
+        return int(self.bits)
 
     @property
     def groups(self) -> int | None:
