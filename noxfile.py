@@ -52,9 +52,9 @@ def core(session: nox.Session) -> None:
 
 
 @nox.session
-@nox.parametrize("backend", ["torch", "faiss"])
+@nox.parametrize("backend", ["torch", "numpy", "faiss"])
 def cluster(session: nox.Session, backend: str) -> None:
-    """lowbit-cluster's tests with k-means on torch or faiss (scikit-learn is the reference in both)."""
+    """lowbit-cluster's tests with k-means on torch, numpy (host) or faiss (scikit-learn is the reference)."""
     specs = PACKAGES["cluster"] + (["faiss-cpu"] if backend == "faiss" else [])
     _install(session, *specs)
     _pytest(session, TEST_DIRS["cluster"], env={"LOWBIT_KMEANS_BACKEND": backend})

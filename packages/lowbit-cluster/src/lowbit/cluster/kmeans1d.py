@@ -48,7 +48,7 @@ from torch import Tensor
 logger = logging.getLogger(__name__)
 
 MAX_K = 256
-BACKENDS = ("torch", "faiss")
+BACKENDS = ("torch", "numpy", "faiss")
 INITS = ("kmeans++", "quantile")
 DEFAULT_CHUNK_ELEMENTS = 1 << 24
 
@@ -585,6 +585,24 @@ def _fit_faiss(faiss: Any, x: Tensor, w: Tensor | None, seeds: Tensor, iters: in
     return KMeans1D(c, codes, obj, n_iter, None)
 
 
+def _fit_numpy(x: Tensor, w: Tensor | None, k: int, iters: int, init: str | Tensor, seed: int,
+               trials: int) -> KMeans1D:
+    """The host backend: centroids from :func:`lowbit.cluster.kmeans1d_host.fit_host`, finished
+    (codes, objective) as in the torch backend."""
+    from .kmeans1d_host import fit_host
+
+    if isinstance(init, str) and init != "kmeans++":
+        raise ValueError(f"backend='numpy' seeds by k-means++ or from given centroids, not {init!r}")
+    xn = x.detach().to("cpu", torch.float64).numpy()
+    wn = None if w is None else w.detach().to("cpu", torch.float64).numpy()
+    cn = init.detach().to("cpu", torch.float64).numpy() if isinstance(init, Tensor) else None
+    cent, n_iter = fit_host(xn, wn, k, iters, seed, trials, cn)
+    x64 = x.to(torch.float64)
+    c, codes, obj = _finish(x, w, torch.from_numpy(cent).to(x.device), x64.amin(1, keepdim=True),
+                            x64.amax(1, keepdim=True))
+    return KMeans1D(c, codes, obj, torch.from_numpy(n_iter).to(x.device), None)
+
+
 def _empty_result(x: Tensor, k: int, return_history: bool) -> KMeans1D:
     """The result for ``n = 0`` problems."""
     m = x.shape[1]
@@ -628,7 +646,10 @@ def kmeans_1d(x: Tensor, k: int, weights: Tensor | None = None, *, iters: int = 
             quantiles ``(l + 1/2)/k``; deterministic, no sampling, but on heavy-tailed data Lloyd
             then stops in much worse local optima), or a ``(n, k)`` / ``(k,)`` tensor of initial
             centroids. The seeding is always done by lowbit, whatever the backend.
-        backend: ``"torch"`` (batched, any device) or ``"faiss"`` (Lloyd iterations by one
+        backend: ``"torch"`` (batched, any device), ``"numpy"`` (one problem at a time on the host,
+            :mod:`lowbit.cluster.kmeans1d_host`: the fast choice for a few problems, such as one
+            column inside GPTQ; its own random stream; ``init="quantile"`` is not offered; ignores
+            ``tol`` and ``return_history``) or ``"faiss"`` (Lloyd iterations by one
             ``faiss.Kmeans`` per problem on CPU in float32, from the same seeds; needs ``faiss``
             and ``m >= k``, raises :class:`FaissUnavailableError`, an ``ImportError``, when faiss is
             missing or cannot take weights; runs exactly ``iters`` iterations, ignores ``tol`` and
@@ -666,6 +687,8 @@ def kmeans_1d(x: Tensor, k: int, weights: Tensor | None = None, *, iters: int = 
     chunk = chunk_size if chunk_size is not None else max(1, DEFAULT_CHUNK_ELEMENTS // m)
     with torch.no_grad():
         x = x.detach()
+        if backend == "numpy":
+            return _fit_numpy(x, w, k, iters, init, seed, trials)
         if backend == "faiss":
             if iters == 0:
                 return _fit_torch(x, w, k, 0, tol, init, seed, trials, chunk, False)
