@@ -100,7 +100,6 @@ class LayerStats:
 
     H: Tensor
     act: ActStats
-    n_tokens: int = 0
 
     @classmethod
     def empty(cls, d_in: int, device: torch.device | str, dtype: torch.dtype = torch.float32) -> LayerStats:
@@ -108,5 +107,9 @@ class LayerStats:
 
     def update(self, x: Tensor) -> None:
         x = x.detach()
-        self.H, self.n_tokens = accumulate_hessian(self.H, x, self.n_tokens)
+        self.H, _ = accumulate_hessian(self.H, x, self.act.n)
         self.act.update(x)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.act.n

@@ -91,10 +91,6 @@ class BlockInputs:
     def __iter__(self) -> Iterator[tuple[Tensor, dict[str, Any]]]:
         return iter(zip(self.hidden, self.kwargs, strict=True))
 
-    @property
-    def n_tokens(self) -> int:
-        return sum(h.shape[0] * h.shape[1] for h in self.hidden)
-
 
 def _to(obj: Any, device: torch.device) -> Any:
     if isinstance(obj, Tensor):
