@@ -230,6 +230,7 @@ def run_sequential(model: nn.Module, ids: Tensor, quantize_block: Callable[[Bloc
     blocks = decoder_blocks(model) if blocks is None else blocks
     prefix = next((n for n, m in model.named_modules() if m is blocks), "layers")
     inputs = capture_block_inputs(model, ids, device, batch_size, blocks)
+    precision = "high" if tf32 else torch.get_float32_matmul_precision()
     results: dict[str, Any] = {}
     indices: Iterable[int] = range(len(blocks))
     for i in (progress(indices) if progress else indices):
@@ -237,14 +238,14 @@ def run_sequential(model: nn.Module, ids: Tensor, quantize_block: Callable[[Bloc
         home = next(block.parameters()).device
         block.to(device)
         linears = block_linears(block, keep)
-        with matmul_precision("high" if tf32 else torch.get_float32_matmul_precision()):
+        with matmul_precision(precision):
             stats, fp_out = collect_stats(block, linears, inputs, hessian_dtype)
         ctx = BlockContext(i, f"{prefix}.{i}", block, linears, stats, inputs, fp_out)
         made = quantize_block(ctx)
         for name, value in made.items():
             results[f"{prefix}.{i}.{name}"] = value
         del stats, ctx
-        with matmul_precision("high" if tf32 else torch.get_float32_matmul_precision()):
+        with matmul_precision(precision):
             inputs = forward_block(block, inputs)
         block.to(home)
         log.debug("block %d done", i)

@@ -74,12 +74,12 @@ class UniformColumnQuantizer:
     def result(self, Q: Tensor) -> QuantizedWeight:
         """Codes ``round(Q / s) + z`` of the grid values ``Q`` this quantizer returned."""
         d_in = self.shape[1]
+        gs = self.group_size or d_in
         g_idx = None
         identity = bool((self.perm == torch.arange(d_in, device=self.perm.device)).all())
         if not self._sticky and not identity:
             g_idx = torch.empty(d_in, dtype=torch.int64, device=self.perm.device)
-            g_idx[self.perm] = torch.arange(d_in, device=self.perm.device) // (self.group_size or d_in)
-        gs = self.group_size or d_in
+            g_idx[self.perm] = torch.arange(d_in, device=self.perm.device) // gs
         g = (torch.arange(d_in, device=Q.device) // gs) if g_idx is None else g_idx
         codes = quantize_affine(Q, self.scales[:, g], self.zeros[:, g], self.bits).to(torch.uint8)
         return QuantizedWeight("uniform", self.shape, codes, self.bits, scales=self.scales,
