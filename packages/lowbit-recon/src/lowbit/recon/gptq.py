@@ -39,6 +39,10 @@ class ColumnQuantizer(Protocol):
 
     ``block_multiple``: GPTQ's block size is rounded up to a multiple of it, so that a quantizer
     that fits parameters on g consecutive columns sees them all, updated, in one block.
+    ``host_loop`` (optional, default False): run each block's column loop on the CPU (the block
+    and its ``U`` are copied there and back; the lazy updates stay on ``W``'s device). For
+    quantizers whose column step is host work (a k-means fit per column), where an accelerator
+    would otherwise synchronise and launch a dozen tiny kernels per column.
     """
 
     block_multiple: int
@@ -142,18 +146,22 @@ def quantize_weight(W: Tensor, H: Tensor, quantizer: ColumnQuantizer, *, blocksi
     W = W[:, perm]
     U, damp = inverse_cholesky(H[perm][:, perm], percdamp)
     quantizer.prepare(W, perm)
+    loop_device = torch.device("cpu") if getattr(quantizer, "host_loop", False) else W.device
     for i1 in range(0, d_in, blocksize):
         i2 = min(i1 + blocksize, d_in)
-        W1 = W[:, i1:i2]  # a view: the block is quantized in place
-        U1 = U[i1:i2, i1:i2]
+        W1 = W[:, i1:i2].to(loop_device)  # a view (or a host copy): the block is quantized in place
+        U1 = U[i1:i2, i1:i2].to(loop_device)
         Urow = U1 / U1.diagonal()[:, None]  # row i scaled by 1 / U_ii
-        D = torch.empty(i2 - i1, d_out, device=W.device, dtype=W.dtype)
+        D = torch.empty(i2 - i1, d_out, device=loop_device, dtype=W.dtype)
         for i in range(i2 - i1):
             q = quantizer(W1, i, i1 + i, U1)
             torch.sub(W1[:, i], q, out=D[i])
             W1[:, i:].addr_(D[i], Urow[i, i:], alpha=-1)  # leaves W1[:, i] = q (to rounding)
+        if loop_device != W.device:
+            W[:, i1:i2] = W1.to(W.device)
+            D = D.to(W.device)
         if i2 < d_in:
-            W[:, i2:].addmm_(D.T, U[i1:i2, i2:] / U1.diagonal()[:, None], alpha=-1)
+            W[:, i2:].addmm_(D.T, U[i1:i2, i2:] / U[i1:i2, i1:i2].diagonal()[:, None], alpha=-1)
     Q = torch.empty_like(W)
     Q[:, perm] = W
     qweight = quantizer.result(Q)

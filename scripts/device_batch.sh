@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Run many recipe settings at once on one GPU machine (the 135M model leaves the GPU and the 16 CPU
+# cores mostly idle, and CLAQ's column loop is host work), by the reference protocol.
+# Usage: scripts/device_batch.sh OUTDIR JOBS [PARALLEL]
+#   JOBS: one job a line, "NAME recipes/METHOD.py ARGS..."; each writes OUTDIR/NAME.json and
+#   OUTDIR/logs/NAME.log. Everything ends up in OUTDIR/results.tgz (the GPU machine returns few files).
+# DEADLINE (seconds, default 560) stops what is still running, so the results so far come back.
+# Timings printed by jobs that ran side by side are contended: take speed figures from solo runs.
+set -uo pipefail
+source "$(dirname "$0")/device_env.sh"
+out=$1; jobs=$2; par=${3:-8}
+mkdir -p "$out/logs"
+export ROOT OUT_DIR=$out OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
+grep -v '^\s*\(#\|$\)' "$jobs" | timeout "${DEADLINE:-560}" xargs -P "$par" -L 1 bash -c '
+  name=$0; cmd=("$@")
+  start=$(date +%s)
+  python3 "$ROOT/${cmd[0]}" "${cmd[@]:1}" --eval-batch-size 8 --batch-size 32 --json "$OUT_DIR/$name.json" \
+    > "$OUT_DIR/logs/$name.log" 2>&1
+  rc=$?
+  echo "$name rc=$rc $(( $(date +%s) - start ))s" \
+    $(grep -E "perplexity \(quantized\)|bits per weight \(total\)|quantization time|^error" "$OUT_DIR/logs/$name.log" \
+      | sed -E "s/ {2,}/=/" | tr " " "_")'
+pkill -f "$ROOT/recipes/" || true
+tar czf "$out/results.tgz" -C "$out" --exclude results.tgz .
