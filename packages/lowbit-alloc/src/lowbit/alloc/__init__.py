@@ -16,18 +16,24 @@ from .allocate import (
     width_costs,
 )
 from .claq import claq_allocate, claq_widths
+from .cmpq import CHANNEL_STATISTICS, CMPQ_WIDTHS, channel_scores, cmpq_allocate, cmpq_feasible_range
 from .scores import hessian_weighted_scores, outlier_counts, outlier_threshold
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BUDGET_TOL",
+    "CMPQ_WIDTHS",
     "Overhead",
+    "CHANNEL_STATISTICS",
     "__version__",
     "allocate_bits",
     "average_bits",
+    "channel_scores",
     "claq_allocate",
     "claq_widths",
+    "cmpq_allocate",
+    "cmpq_feasible_range",
     "feasible_range",
     "hessian_weighted_scores",
     "outlier_counts",
