@@ -118,3 +118,32 @@ def test_claq_beats_rtn_at_3_bits(model_dir: Path, tmp_path: Path, recipe: Calla
     assert math.isfinite(c["ppl"]) and c["ppl"] < r["ppl"]
     assert c["bits_per_weight"] < r["bits_per_weight"]
     assert c["bits"]["tables"] == pytest.approx(16 * (30 * (6 * 576 * 8 + 1536 * 8)) / c["n_quantized_weights"])
+
+
+def test_cmpq_beats_rtn_at_3_bits(model_dir: Path, tmp_path: Path, recipe: Callable[[str], ModuleType]) -> None:
+    """CMPQ at 3.0 total bits (codes, tables and both outlier sets counted) against RTN at 3 bits,
+    group 64 (3.30 bits); the accounting lands within 0.01 bits of the request."""
+    cmpq, rtn = recipe("cmpq"), recipe("rtn")
+    args = [*SMALL, "--model", str(model_dir), "--bits", "3"]
+    assert cmpq.main(cmpq.run, cmpq.CMPQConfig, [*args, "--json", str(tmp_path / "cmpq.json")]) == 0
+    assert rtn.main(rtn.run, rtn.RTNConfig, [*args, "--group-size", "64", "--json", str(tmp_path / "rtn.json")]) == 0
+    c, r = (json.loads((tmp_path / f).read_text()) for f in ("cmpq.json", "rtn.json"))
+    assert math.isfinite(c["ppl"]) and c["ppl"] < r["ppl"]
+    assert 3.0 - 0.01 <= c["bits_per_weight"] <= 3.0
+    assert c["bits_per_weight"] == pytest.approx(sum(c["bits"].values()))
+    assert c["bits"]["tables"] > 0 and c["bits"]["outlier_values"] > 0 and c["bits"]["outlier_indices"] > 0
+    assert c["cmpq"]["act_outliers"] > 0 and c["cmpq"]["quant_outliers"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bits", "5"], "must lie in [2, 4]"),
+    (["--bits", "2", "--act-frac", "0.2"], "infeasible"),
+    (["--bits", "2.05", "--min-width", "2", "--no-act-outliers", "--no-quant-outliers"], "infeasible"),
+    (["--bits", "3", "--group-size", "64"], "--group-size"),
+])
+def test_cmpq_bad_budget_is_exit_code_2(args: list[str], message: str, model_dir: Path,
+                                        capsys: pytest.CaptureFixture[str],
+                                        recipe: Callable[[str], ModuleType]) -> None:
+    cmpq = recipe("cmpq")
+    assert cmpq.main(cmpq.run, cmpq.CMPQConfig, ["--model", str(model_dir), *SMALL, *args]) == 2
+    assert message in capsys.readouterr().err
