@@ -3,7 +3,13 @@
 Every stored part is counted:
 
 - ``codes``: sum over weights of the code width (per-column widths counted column by column);
-- ``scales``: 16 bits per scale (fp16); ``zeros``: the code width per integer zero point;
+- ``scales``: 16 bits per scale (fp16); ``zeros``: the code width per integer zero point (``zero_bits``
+  per zero when set, e.g. 16 for continuous zeros);
+- second-order statistics (SpQR): the codes of the quantized scales / zeros count as ``scales`` /
+  ``zeros``, their own (second-level) scales and zeros as ``second_order``;
+- ``coefficients``: 16 bits per binary-coding coefficient and per offset (``binary`` format, k + 1
+  per row and group);
+- ``codebooks``: 16 bits per codebook entry (``additive`` format: M x 2^B x g per layer);
 - ``tables``: 16 bits per used table entry (2^b_c entries for column c);
 - ``g_idx``: ceil(log2 n_groups) bits per input column when groups are not contiguous;
 - ``outlier_values``: ``value_bits`` per outlier; ``outlier_indices``: the cheaper of CSR and CSC,
@@ -23,7 +29,8 @@ from torch import Tensor
 
 from .formats import QuantizedWeight, SparseOutliers
 
-PARTS = ("codes", "scales", "zeros", "tables", "g_idx", "outlier_values", "outlier_indices")
+PARTS = ("codes", "scales", "zeros", "second_order", "tables", "coefficients", "codebooks", "g_idx",
+         "outlier_values", "outlier_indices")
 
 
 def _log2ceil(n: int) -> int:
@@ -61,6 +68,8 @@ class BitReport:
 
 def _code_bits(qw: QuantizedWeight) -> float:
     d_out, d_in = qw.shape
+    if qw.format == "additive":  # M codes of B bits per group of g weights
+        return float(qw.bits) * qw.codes.numel()
     if isinstance(qw.bits, Tensor):
         return float(qw.bits.sum().item()) * d_out
     return float(qw.bits) * d_out * d_in
@@ -86,14 +95,22 @@ def bit_report(qw: QuantizedWeight) -> BitReport:
     if qw.scales is not None:
         r.parts["scales"] = 16.0 * qw.scales.numel()
     if qw.zeros is not None:
-        zbits = qw.bits if isinstance(qw.bits, int) else int(qw.bits.max())
+        zbits = qw.zero_bits or (qw.bits if isinstance(qw.bits, int) else int(qw.bits.max()))
         r.parts["zeros"] = float(zbits) * qw.zeros.numel()
+    for name, stat in qw.second_order.items():
+        inner = bit_report(stat)
+        r.parts[name] += inner.parts["codes"]
+        r.parts["second_order"] += inner.total_bits - inner.parts["codes"]
+    if qw.alphas is not None and qw.offsets is not None:
+        r.parts["coefficients"] = 16.0 * (qw.alphas.numel() + qw.offsets.numel())
+    if qw.codebooks is not None:
+        r.parts["codebooks"] = 16.0 * qw.codebooks.numel()
     if qw.tables is not None:
         widths = qw.bits if isinstance(qw.bits, Tensor) else None
         used = (2 ** widths).sum().item() if widths is not None else qw.tables.shape[0] * 2 ** qw.bits
         r.parts["tables"] = 16.0 * float(used)
-    if qw.g_idx is not None and qw.scales is not None:
-        r.parts["g_idx"] = float(d_in * _log2ceil(qw.scales.shape[1]))
+    if qw.g_idx is not None:
+        r.parts["g_idx"] = float(d_in * _log2ceil(int(qw.g_idx.max()) + 1))
     if qw.outliers is not None:
         r.parts["outlier_values"] = float(qw.outliers.nnz * qw.outliers.value_bits)
         r.parts["outlier_indices"] = outlier_index_bits(qw.outliers, qw.shape)
