@@ -10,8 +10,9 @@ Updates are applied lazily: inside a block of B columns immediately, to later co
 block (``W[:, i2:] -= E U[i1:i2, i2:]``). This is the same arithmetic as the plain column loop.
 
 The column quantizer ``Q`` is any object with ``prepare(W, perm)``, ``__call__(W_block, i, j,
-U_block) -> q`` (quantize column ``i`` of the current block, global processing position ``j``,
-original column ``perm[j]``) and ``result(Q) -> QuantizedWeight``; see :class:`ColumnQuantizer`.
+U) -> q`` (quantize column ``i`` of the current block, global processing position ``j``,
+original column ``perm[j]``; ``U`` the whole factor in processing order, so ``U[j, j]`` is the
+column's) and ``result(Q) -> QuantizedWeight``; see :class:`ColumnQuantizer`.
 
 The loop is launch-bound on an accelerator (thousands of small column steps), so each step is
 two tensor operations besides the quantizer: ``d_i = w_i - q_i`` (written straight into row i of a
@@ -53,9 +54,11 @@ class ColumnQuantizer(Protocol):
     def __call__(self, W: Tensor, i: int, j: int, U: Tensor | None) -> Tensor:
         """Quantized values of column ``i`` of ``W`` (the current block, error-updated), ``(d_out,)``.
 
-        ``j`` is the column's position in processing order; ``U`` the block of the inverse-Hessian
-        Cholesky factor (None for round-to-nearest). Returning ``W[:, i]`` for an entry gives it
-        zero error (how sparse outliers take part in feedback).
+        ``j`` is the column's position in processing order; ``U`` the whole ``(d_in, d_in)``
+        inverse-Hessian Cholesky factor in processing order (``U[j, j]`` is this column's; SpQR
+        scales errors by it and normalises its outlier threshold by its diagonal), on ``W``'s
+        device; None for round-to-nearest. Returning ``W[:, i]`` for an entry gives it zero error
+        (how sparse outliers take part in feedback).
         """
 
     def result(self, Q: Tensor) -> QuantizedWeight:
@@ -154,7 +157,7 @@ def quantize_weight(W: Tensor, H: Tensor, quantizer: ColumnQuantizer, *, blocksi
         Urow = U1 / U1.diagonal()[:, None]  # row i scaled by 1 / U_ii
         D = torch.empty(i2 - i1, d_out, device=loop_device, dtype=W.dtype)
         for i in range(i2 - i1):
-            q = quantizer(W1, i, i1 + i, U1)
+            q = quantizer(W1, i, i1 + i, U)
             torch.sub(W1[:, i], q, out=D[i])
             W1[:, i:].addr_(D[i], Urow[i, i:], alpha=-1)  # leaves W1[:, i] = q (to rounding)
         if loop_device != W.device:
