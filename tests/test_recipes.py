@@ -147,3 +147,30 @@ def test_cmpq_bad_budget_is_exit_code_2(args: list[str], message: str, model_dir
     cmpq = recipe("cmpq")
     assert cmpq.main(cmpq.run, cmpq.CMPQConfig, ["--model", str(model_dir), *SMALL, *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_spqr_3_bit_beats_rtn_3_bit_g64(model_dir: Path, tmp_path: Path, recipe: Callable[[str], ModuleType]) -> None:
+    """SpQR at 3 bits (3 + 0.625 + outliers) against RTN 3-bit group 64 (3 + 0.30); the bit parts add up."""
+    spqr, rtn = recipe("spqr"), recipe("rtn")
+    args = [*SMALL, "--model", str(model_dir), "--bits", "3"]
+    assert spqr.main(spqr.run, spqr.SpQRConfig, [*args, "--json", str(tmp_path / "spqr.json")]) == 0
+    assert rtn.main(rtn.run, rtn.RTNConfig, [*args, "--group-size", "64", "--json", str(tmp_path / "rtn.json")]) == 0
+    s, r = (json.loads((tmp_path / f).read_text()) for f in ("spqr.json", "rtn.json"))
+    assert math.isfinite(s["ppl"]) and s["ppl"] < r["ppl"]
+    assert s["bits"]["second_order"] == pytest.approx(0.25)
+    assert s["bits"]["scales"] == pytest.approx(3 / 16) and s["bits"]["zeros"] == pytest.approx(3 / 16)
+    assert s["bits"]["outlier_values"] > 0 and s["bits"]["outlier_indices"] > 0
+    assert s["bits_per_weight"] == pytest.approx(sum(s["bits"].values()))
+
+
+def test_gptqt_beats_plain_binary_coding(model_dir: Path, tmp_path: Path,
+                                        recipe: Callable[[str], ModuleType]) -> None:
+    """GPTQT 2-bit binary codes from a 3-bit step one against binary coding without step one (same bits)."""
+    gptqt = recipe("gptqt")
+    args = [*SMALL, "--model", str(model_dir), "--bits", "2"]
+    for first, out in (("3", "t.json"), ("0", "b.json")):
+        assert gptqt.main(gptqt.run, gptqt.GPTQTConfig, [*args, "--first-bits", first, "--json", str(tmp_path / out)]) == 0
+    t, b = (json.loads((tmp_path / f).read_text()) for f in ("t.json", "b.json"))
+    assert t["bits_per_weight"] == pytest.approx(b["bits_per_weight"])
+    assert t["bits"]["codes"] == pytest.approx(2) and t["bits"]["coefficients"] > 0
+    assert math.isfinite(t["ppl"]) and t["ppl"] < b["ppl"]
