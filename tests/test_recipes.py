@@ -169,7 +169,8 @@ def test_gptqt_beats_plain_binary_coding(model_dir: Path, tmp_path: Path,
     gptqt = recipe("gptqt")
     args = [*SMALL, "--model", str(model_dir), "--bits", "2"]
     for first, out in (("3", "t.json"), ("0", "b.json")):
-        assert gptqt.main(gptqt.run, gptqt.GPTQTConfig, [*args, "--first-bits", first, "--json", str(tmp_path / out)]) == 0
+        argv = [*args, "--first-bits", first, "--json", str(tmp_path / out)]
+        assert gptqt.main(gptqt.run, gptqt.GPTQTConfig, argv) == 0
     t, b = (json.loads((tmp_path / f).read_text()) for f in ("t.json", "b.json"))
     assert t["bits_per_weight"] == pytest.approx(b["bits_per_weight"])
     assert t["bits"]["codes"] == pytest.approx(2) and t["bits"]["coefficients"] > 0
