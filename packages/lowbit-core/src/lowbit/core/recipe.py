@@ -1,7 +1,8 @@
 """Recipe helpers: a frozen dataclass config as a command line, the shared run, the report.
 
 Every recipe accepts the same contract (:class:`RecipeConfig`): ``--model DIR --bits
---group-size --nsamples --seqlen --eval-seqlen --eval-windows N --seed --device --json PATH``,
+--group-size --nsamples --seqlen --eval-seqlen --eval-windows N --seed --device --json PATH
+--save DIR [--overwrite]``,
 and adds its own fields by subclassing. :func:`run_recipe` loads the model and data by the
 reference protocol, measures full-precision perplexity, runs the sequential driver with the
 recipe's block quantizer, measures quantized perplexity on the same windows, and reports bits
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor
 
 from .bits import BitReport, model_bit_report
+from .checkpoint import CheckpointWriter, check_destination
 from .data import calibration_windows, eval_windows, load_text, tokenize
 from .eval import perplexity
 from .formats import QuantizedWeight
@@ -62,6 +64,8 @@ class RecipeConfig:
     tf32: bool = arg(True, "calibration forward passes in TF32 on GPUs that have it (Hessians stay fp32)")
     eval_batch_size: int = arg(4, "evaluation windows per forward pass on an accelerator (1 on the CPU)")
     json: str | None = arg(None, "write the results as JSON to this path")
+    save: str | None = arg(None, "write a quantized checkpoint (safetensors + config.json) to this directory")
+    overwrite: bool = arg(False, "replace an existing --save directory")
 
     def validate(self) -> None:
         """Check the config before anything is loaded; raise ``ValueError`` with the reason."""
@@ -74,6 +78,8 @@ class RecipeConfig:
                 raise ValueError(f"{what}{flag} must be at least 1, got {getattr(self, name)}")
         if self.eval_windows is not None and self.eval_windows < 1:
             raise ValueError(f"--eval-windows must be at least 1, got {self.eval_windows}")
+        if self.save:
+            check_destination(self.save, self.overwrite)
 
     def integer_bits(self) -> int:
         """``bits`` as a code width in 1..8 for the recipes of uniform grids; ``ValueError`` otherwise."""
@@ -218,41 +224,58 @@ def run_recipe(cfg: RecipeConfig, method: str, quantize_block: Callable[[BlockCo
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
 
-    t = time.perf_counter()
-    made = run_sequential(model, cal, quantize_block, device=device, batch_size=cfg.batch_size,
-                          tf32=cfg.tf32, progress=_tqdm(f"{method} blocks"))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    quant_seconds = time.perf_counter() - t
-    memory = _peak_memory(device)
+    writer = CheckpointWriter(cfg.save, cfg.overwrite) if cfg.save else None
 
-    t = time.perf_counter()
-    ppl = perplexity(model, ev, device, ebs, progress=_tqdm("eval quantized"))
-    timings["eval_seconds"] = time.perf_counter() - t
+    def block_and_save(ctx: BlockContext) -> dict[str, Any]:
+        out = quantize_block(ctx)
+        if writer is not None:  # streamed: each block's packed weights go to disk as it is done
+            writer.add_block({f"{ctx.name}.{k}": v for k, v in out.items() if isinstance(v, QuantizedWeight)})
+        return out
 
-    qws = [v for v in made.values() if isinstance(v, QuantizedWeight)]
-    report = model_bit_report(qws)
-    result: dict[str, Any] = {
-        "method": method,
-        "ppl": ppl,
-        "ppl_fp": ppl_fp,
-        "bits_per_weight": report.bits_per_weight,
-        "bits": report.per_weight(),
-        "bits_paper": paper_bits(report) if paper_bits else None,
-        "n_quantized_weights": report.n_weights,
-        "n_layers": len(qws),
-        "quant_seconds": quant_seconds,
-        "timings": timings,
-        "memory": memory,
-        "eval": {"text": cfg.eval, "seqlen": cfg.eval_seqlen, "windows": int(ev.shape[0])},
-        "calibration": {"text": cfg.calib, "nsamples": cfg.nsamples, "seqlen": cfg.seqlen},
-        "seed": cfg.seed,
-        "device": str(device),
-        "config": dataclasses.asdict(cfg),
-        "versions": versions(),
-    }
-    if extra:
-        result.update(extra(made))
+    try:  # a failure anywhere leaves no checkpoint behind
+        t = time.perf_counter()
+        made = run_sequential(model, cal, block_and_save, device=device, batch_size=cfg.batch_size,
+                              tf32=cfg.tf32, progress=_tqdm(f"{method} blocks"))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        quant_seconds = time.perf_counter() - t
+        memory = _peak_memory(device)
+
+        t = time.perf_counter()
+        ppl = perplexity(model, ev, device, ebs, progress=_tqdm("eval quantized"))
+        timings["eval_seconds"] = time.perf_counter() - t
+
+        qws = [v for v in made.values() if isinstance(v, QuantizedWeight)]
+        report = model_bit_report(qws)
+        result: dict[str, Any] = {
+            "method": method,
+            "ppl": ppl,
+            "ppl_fp": ppl_fp,
+            "bits_per_weight": report.bits_per_weight,
+            "bits": report.per_weight(),
+            "bits_paper": paper_bits(report) if paper_bits else None,
+            "n_quantized_weights": report.n_weights,
+            "n_layers": len(qws),
+            "quant_seconds": quant_seconds,
+            "timings": timings,
+            "memory": memory,
+            "eval": {"text": cfg.eval, "seqlen": cfg.eval_seqlen, "windows": int(ev.shape[0])},
+            "calibration": {"text": cfg.calib, "nsamples": cfg.nsamples, "seqlen": cfg.seqlen},
+            "seed": cfg.seed,
+            "device": str(device),
+            "config": dataclasses.asdict(cfg),
+            "versions": versions(),
+        }
+        if extra:
+            result.update(extra(made))
+        if writer is not None:
+            info = {k: result[k] for k in ("method", "config", "versions", "ppl", "ppl_fp", "eval", "calibration")}
+            writer.finish(model, tok, {"recipe": info, "bit_report": report.to_dict()})
+            result["checkpoint"] = str(writer.dest)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
     print(format_table(result))
     if cfg.json:
         path = Path(cfg.json)
