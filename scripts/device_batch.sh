@@ -6,7 +6,7 @@
 #   work folder; everything ends up in OUTDIR/results.tgz alone (the GPU machine returns few files).
 # DEADLINE (seconds, default 560) stops what is still running, so the results so far come back.
 # BATCH (calibration forward batch, default 16) and EVAL_BATCH (default 2) keep each job near 3 GB of
-# GPU memory, so a dozen fit side by side (batch 32 and eval batch 8 take 13 GB each).
+# GPU memory, so eight fit side by side (up to 9 GB each; batch 32 and eval batch 8 take 13 GB).
 # Timings printed by jobs that ran side by side are contended: take speed figures from solo runs.
 set -uo pipefail
 source "$(dirname "$0")/device_env.sh"
@@ -14,6 +14,7 @@ tgz=$1/results.tgz; jobs=$2; par=${3:-8}
 out=$(mktemp -d /tmp/lowbit-batch.XXXX)
 mkdir -p "$out/logs" "$1"
 export ROOT OUT_DIR=$out BATCH=${BATCH:-16} EVAL_BATCH=${EVAL_BATCH:-2} OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
+python3 -c "from lowbit.core.models import default_model_dir; default_model_dir()"  # convert once, not racing
 grep -v '^\s*\(#\|$\)' "$jobs" | timeout "${DEADLINE:-560}" xargs -P "$par" -L 1 bash -c '
   name=$0; cmd=("$@")
   start=$(date +%s)

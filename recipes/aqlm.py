@@ -1,0 +1,139 @@
+"""AQLM (arXiv 2401.06118): additive multi-codebook quantization, then block output fine-tuning.
+
+    python recipes/aqlm.py --codebooks 2 --codebook-bits 8 --in-group-size 8     # "2x8", about 2 bits
+    python recipes/aqlm.py --codebooks 1 --codebook-bits 16                       # "1x16"
+    python recipes/aqlm.py --codebooks 2 --codebook-bits 8 --no-finetune
+
+Every linear layer of a block is quantized on its own (codebooks per layer) by
+``lowbit.cluster.quantize_additive``; then, with ``--finetune``, the block's codebooks, scales and
+norm weights are trained so the block's outputs match the full-precision block's outputs on the same
+(quantized-model) inputs (``lowbit.recon.finetune_block``), and the next block is calibrated on the
+fine-tuned block's outputs. Codes stay fixed during fine-tuning; codebooks and scales are stored in
+fp16 (rounded after training).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import sys
+from typing import Any
+
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from lowbit.cluster import quantize_additive
+from lowbit.core.bits import BitReport
+from lowbit.core.formats import QuantizedWeight, additive_values
+from lowbit.core.hf import BlockContext
+from lowbit.core.recipe import RecipeConfig, arg, main, run_recipe
+from lowbit.recon import finetune_block
+
+
+@dataclasses.dataclass(frozen=True)
+class AQLMConfig(RecipeConfig):
+    """AQLM: additive quantization of language models."""
+
+    bits: float | None = arg(None, "optional check: must equal codebooks x codebook-bits / in-group-size")
+    codebooks: int = arg(2, "M, codebooks per group")
+    codebook_bits: int = arg(8, "B, each codebook has 2^B entries")
+    in_group_size: int = arg(8, "g, consecutive input columns per group")
+    beam_size: int = arg(1, "beam width of the code search")
+    adam_steps: int = arg(100, "Adam steps on codebooks and scales per round")
+    lr: float = arg(1e-3, "Adam learning rate of the layer-wise codebook update")
+    max_rounds: int = arg(10, "rounds of codebook update and code search at most per layer")
+    tol: float = arg(0.01, "stop a layer when a round improves its error by less than this (relative)")
+    kmeans_iters: int = arg(25, "Lloyd iterations of the residual k-means initialisation")
+    finetune: bool = arg(True, "fine-tune codebooks, scales and norms on each block's outputs")
+    finetune_lr: float = arg(1e-4, "Adam learning rate of the block fine-tuning")
+    finetune_epochs: int = arg(5, "epochs of block fine-tuning at most (early stopping on held-out windows)")
+
+    @property
+    def code_bits(self) -> float:
+        return self.codebooks * self.codebook_bits / self.in_group_size
+
+    def validate(self) -> None:
+        super().validate()
+        if self.codebooks < 1 or not 1 <= self.codebook_bits <= 16 or self.in_group_size < 1:
+            raise ValueError("need --codebooks >= 1, --codebook-bits in 1..16 and --in-group-size >= 1")
+        if self.beam_size < 1:
+            raise ValueError(f"--beam-size must be at least 1, got {self.beam_size}")
+        if self.bits is not None and abs(self.bits - self.code_bits) > 1e-9:
+            raise ValueError(f"--bits {self.bits} disagrees with {self.codebooks}x{self.codebook_bits} codes per "
+                             f"{self.in_group_size} weights ({self.code_bits:g} bits); omit --bits")
+
+
+class AdditiveWeight(nn.Module):
+    """A parametrization ``weight = scales * sum_m codebooks[m][codes]`` with trainable codebooks and
+    scales (the stored fp16 values, trained in fp32) and fixed codes."""
+
+    def __init__(self, qw: QuantizedWeight) -> None:
+        super().__init__()
+        assert qw.codebooks is not None and qw.scales is not None
+        self.register_buffer("codes", qw.codes)
+        self.codebooks = nn.Parameter(qw.codebooks.float())
+        self.scales = nn.Parameter(qw.scales.float())
+
+    def forward(self, _: Tensor) -> Tensor:
+        return additive_values(self.codes, self.codebooks, self.scales)
+
+
+def finetune(ctx: BlockContext, made: dict[str, QuantizedWeight], cfg: AQLMConfig) -> dict[str, QuantizedWeight]:
+    """Fine-tune the block's codebooks, scales and norm weights; returns the updated containers."""
+    params: list[Tensor] = []
+    for name, lin in ctx.linears.items():
+        parametrize.register_parametrization(lin, "weight", AdditiveWeight(made[name]), unsafe=True)
+        p = lin.parametrizations.weight[0]
+        params += [p.codebooks, p.scales]
+    params += [p for n, p in ctx.block.named_parameters() if "norm" in n and p.requires_grad]
+    report = finetune_block(ctx.block, ctx.inputs, ctx.fp_outputs, params, lr=cfg.finetune_lr,
+                            max_epochs=cfg.finetune_epochs)
+    out = {}
+    for name, lin in ctx.linears.items():
+        p = lin.parametrizations.weight[0]
+        qw = dataclasses.replace(made[name], codebooks=p.codebooks.detach().half(), scales=p.scales.detach().half())
+        parametrize.remove_parametrizations(lin, "weight", leave_parametrized=False)
+        lin.weight.data.copy_(qw.dequantize().to(lin.weight.dtype))
+        qw.meta["finetune_val_errors"] = report.val_errors
+        out[name] = qw
+    return out
+
+
+def paper_bits(report: BitReport) -> float:
+    """AQLM's label: codes plus codebooks plus scales (the paper counts them all), i.e. the total."""
+    return report.bits_per_weight
+
+
+def run(cfg: AQLMConfig) -> dict[str, Any]:
+    cfg.validate()
+
+    def block(ctx: BlockContext) -> dict[str, Any]:
+        made: dict[str, QuantizedWeight] = {}
+        for name, lin in ctx.linears.items():
+            r = quantize_additive(lin.weight.detach().float(), ctx.stats[name].H, n_codebooks=cfg.codebooks,
+                                  bits=cfg.codebook_bits, group_size=cfg.in_group_size, beam_size=cfg.beam_size,
+                                  kmeans_iters=cfg.kmeans_iters, adam_steps=cfg.adam_steps, lr=cfg.lr,
+                                  max_rounds=cfg.max_rounds, tol=cfg.tol, seed=cfg.seed)
+            lin.weight.data.copy_(r.Q.to(lin.weight.dtype))
+            r.qweight.meta["rel_errors"] = r.errors
+            made[name] = r.qweight
+        return finetune(ctx, made, cfg) if cfg.finetune else made
+
+    def extra(made: dict[str, Any]) -> dict[str, Any]:
+        qws = [v for v in made.values() if isinstance(v, QuantizedWeight)]
+        final = [qw.meta["rel_errors"][-1] for qw in qws]
+        rounds = [len(qw.meta["rel_errors"]) - 2 for qw in qws]
+        out: dict[str, Any] = {"layer_rel_error_median": statistics.median(final), "layer_rel_error_max": max(final),
+                               "rounds_median": statistics.median(rounds)}
+        ft = [qw.meta["finetune_val_errors"] for qw in qws if "finetune_val_errors" in qw.meta]
+        if ft:
+            gains = [min(e[1:], default=e[0]) / e[0] for e in ft[::len(ft) // 30 or 1] if e[0] == e[0] and e[0] > 0]
+            out["finetune_val_error_ratio_median"] = statistics.median(gains) if gains else None
+        return out
+
+    name = f"aqlm_{cfg.codebooks}x{cfg.codebook_bits}_g{cfg.in_group_size}" + ("_ft" if cfg.finetune else "")
+    return run_recipe(cfg, name, block, paper_bits=paper_bits, extra=extra)
+
+
+if __name__ == "__main__":
+    sys.exit(main(run, AQLMConfig))
