@@ -35,3 +35,20 @@ def model_dir() -> Path:
     from lowbit.core.models import default_model_dir
 
     return default_model_dir()
+
+
+@pytest.fixture(scope="session")
+def small_model(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M with its first two decoder blocks (real weights, tokenizer and architecture),
+    saved as a plain checkpoint: end-to-end tests of slow methods stay near a minute on two cores."""
+    from lowbit.core.hf import load_model
+
+    model, tok = load_model(model_dir)
+    model.model.layers = model.model.layers[:2]
+    model.config.num_hidden_layers = 2
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = model.config.layer_types[:2]
+    out = tmp_path_factory.mktemp("smol2")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

@@ -37,20 +37,6 @@ print(json.dumps({"ppl": perplexity(model, ev, "cpu"), "tokens": out[0, ids.shap
 """
 
 
-@pytest.fixture(scope="module")
-def small_model(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SmolLM2-135M with its first two decoder blocks, saved as a plain checkpoint."""
-    model, tok = load_model(model_dir)
-    model.model.layers = model.model.layers[:2]
-    model.config.num_hidden_layers = 2
-    if getattr(model.config, "layer_types", None):
-        model.config.layer_types = model.config.layer_types[:2]
-    out = tmp_path_factory.mktemp("smol2")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 def _header_bytes(path: Path) -> int:
     with open(path, "rb") as f:
         return 8 + int.from_bytes(f.read(8), "little")

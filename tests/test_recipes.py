@@ -175,3 +175,32 @@ def test_gptqt_beats_plain_binary_coding(model_dir: Path, tmp_path: Path,
     assert t["bits_per_weight"] == pytest.approx(b["bits_per_weight"])
     assert t["bits"]["codes"] == pytest.approx(2) and t["bits"]["coefficients"] > 0
     assert math.isfinite(t["ppl"]) and t["ppl"] < b["ppl"]
+
+
+def test_aqlm_2x8_beats_rtn_2_bit(model_dir: Path, tmp_path: Path, recipe: Callable[[str], ModuleType]) -> None:
+    """AQLM 2x8 g8 (2 code bits + codebooks + scales) with block fine-tuning against RTN 2-bit g64, with
+    a small search (one round of 10 Adam steps and a code search per layer) to fit CI's budget."""
+    aqlm, rtn = recipe("aqlm"), recipe("rtn")
+    args = ["--nsamples", "8", "--seqlen", "256", "--eval-seqlen", "256", "--eval-windows", "8", "--device", "cpu",
+            "--batch-size", "2", "--model", str(model_dir)]
+    small_search = ["--max-rounds", "1", "--adam-steps", "10", "--kmeans-iters", "5", "--finetune-epochs", "1"]
+    assert aqlm.main(aqlm.run, aqlm.AQLMConfig, [*args, *small_search, "--json", str(tmp_path / "a.json")]) == 0
+    assert rtn.main(rtn.run, rtn.RTNConfig, [*args, "--bits", "2", "--group-size", "64",
+                                              "--json", str(tmp_path / "r.json")]) == 0
+    a, r = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "r.json"))
+    assert math.isfinite(a["ppl"]) and a["ppl"] < r["ppl"]
+    assert a["bits"]["codes"] == pytest.approx(2.0)
+    assert a["bits_per_weight"] == pytest.approx(a["bits"]["codes"] + a["bits"]["codebooks"] + a["bits"]["scales"])
+    assert a["finetune_val_error_ratio_median"] <= 1.0  # the best epoch is kept: never worse than before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bits", "3"], "disagrees"),
+    (["--in-group-size", "7"], "divide"),
+    (["--beam-size", "0"], "beam"),
+])
+def test_aqlm_bad_input_is_exit_code_2(args: list[str], message: str, small_model: Path,
+                                       capsys: pytest.CaptureFixture[str], recipe: Callable[[str], ModuleType]) -> None:
+    aqlm = recipe("aqlm")
+    assert aqlm.main(aqlm.run, aqlm.AQLMConfig, [*SMALL, "--model", str(small_model), *args]) == 2
+    assert message in capsys.readouterr().err
