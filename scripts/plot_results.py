@@ -51,6 +51,8 @@ def series_label(r: dict[str, Any]) -> str:
                if cfg.get(flag) is False]
         if off:
             label += " without " + " and ".join(off) + " outliers"
+    if r["method"].startswith("aqlm_"):  # aqlm_{M}x{B}_g{g}[_ft]
+        label = "AQLM " + " ".join(r["method"].split("_")[1:3]) + (" fine-tuned" if cfg.get("finetune") else "")
     if cfg.get("reserve"):
         label += " + reservation"
     return label
@@ -84,10 +86,13 @@ def plot(results: list[dict[str, Any]], out: Path, all_protocols: bool) -> int:
     if not series:
         print("no recipe results to plot", file=sys.stderr)
         return 1
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    for label in sorted(series):
+    fig, ax = plt.subplots(figsize=(9, 6))
+    colors = plt.get_cmap("tab10").colors
+    styles, markers = ("-", "--", ":"), ("o", "s", "^")
+    for i, label in enumerate(sorted(series)):  # ten colours, then a new line style and marker
         pts = sorted(series[label].items())
-        ax.plot([b for b, _ in pts], [p for _, p in pts], marker="o", label=label)
+        ax.plot([b for b, _ in pts], [p for _, p in pts], color=colors[i % 10], linestyle=styles[i // 10 % 3],
+                marker=markers[i // 10 % 3], label=label)
     for name, ppl in fp.items():
         ax.axhline(ppl, color="grey", linestyle="--", linewidth=1)
         ax.annotate(f"full precision {ppl:.2f}" + (f" [{name}]" if all_protocols else ""), (0.01, ppl),
@@ -99,7 +104,7 @@ def plot(results: list[dict[str, Any]], out: Path, all_protocols: bool) -> int:
     title = "SmolLM2-135M, reference protocol (WikiText-2 147 x 2048)" if not all_protocols else "SmolLM2-135M"
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, handlelength=4, ncol=2)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=150)
