@@ -21,7 +21,6 @@ and sha256, and that every tensor the config names is there (:class:`CheckpointE
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from typing import Any
 from torch import nn
 
 from .formats import QuantizedWeight
+from .models import sha256_file
 from .storage import Tensors, encode
 
 log = logging.getLogger(__name__)
@@ -44,14 +44,6 @@ INDEX = "model.safetensors.index.json"
 class CheckpointError(ValueError):
     """A checkpoint that cannot be written or read: existing destination, corrupt or missing data,
     unknown format version."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_destination(dest: str | Path, overwrite: bool) -> Path:
@@ -89,7 +81,7 @@ class CheckpointWriter:
 
         path = self.tmp / name
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
-        self.files[name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        self.files[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
         self.weight_map.update(dict.fromkeys(tensors, name))
 
     def add_block(self, qweights: dict[str, QuantizedWeight]) -> None:
@@ -178,7 +170,7 @@ def read_tensors(path: str | Path, verify: bool = True) -> Tensors:
         size = f.stat().st_size
         if size != info["bytes"]:
             raise CheckpointError(f"{f} is {size} bytes, expected {info['bytes']}: truncated or corrupted")
-        if verify and _sha256(f) != info["sha256"]:
+        if verify and sha256_file(f) != info["sha256"]:
             raise CheckpointError(f"{f} does not match its sha256 in {INDEX}: corrupted")
         try:
             out.update(load_file(str(f)))

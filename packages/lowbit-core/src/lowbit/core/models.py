@@ -38,7 +38,8 @@ def lowbit_home() -> Path:
     return Path(os.environ.get("LOWBIT_HOME", Path.home() / ".cache" / "lowbit")).expanduser()
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -88,7 +89,7 @@ def find_default_gguf() -> Path:
     if cached.exists():
         return cached
     path = _installed_gguf() or _downloaded_gguf(cached.parent)
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if digest != GGUF_SHA256:
         raise ModelNotFoundError(f"{path} has sha256 {digest}, expected {GGUF_SHA256}")
     return path
