@@ -67,12 +67,21 @@ def binary(d_out: int, d_in: int, gs: int, bits: int, seed: int) -> QuantizedWei
                            offsets=torch.randn(d_out, G, generator=g).half())
 
 
+def additive(d_out: int, d_in: int, g: int, m: int, bits: int, seed: int, n_out: int = 0) -> QuantizedWeight:
+    gen = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, 1 << bits, (d_out, d_in // g, m), generator=gen)
+    return QuantizedWeight("additive", (d_out, d_in), codes, bits, scales=torch.rand(d_out, generator=gen).half(),
+                           group_size=g, codebooks=torch.randn(m, 1 << bits, g, generator=gen).half(),
+                           outliers=_outliers((d_out, d_in), seed, n_out) if n_out else None)
+
+
 def cases(seed: int) -> list[QuantizedWeight]:
     out = [uniform(7, 24, 8, b, seed + b, act_order=b % 2 == 0, n_out=b) for b in SUPPORTED_BITS if b <= 8]
     so = uniform(8, 16, 4, 3, seed)
     so.second_order = {"scales": uniform(4, 8, 4, 3, seed + 1)}  # (n_groups, d_out) statistics
     so.scales = None
-    out += [so, table(9, 20, seed, n_out=5), table(9, 20, seed + 1), binary(6, 16, 8, 3, seed)]
+    out += [so, table(9, 20, seed, n_out=5), table(9, 20, seed + 1), binary(6, 16, 8, 3, seed),
+            additive(5, 16, 8, 2, 8, seed, n_out=3), additive(4, 8, 4, 1, 12, seed)]
     return out
 
 

@@ -14,7 +14,9 @@
   accounting charges (:func:`pack_uint`: any width 1..32, in 8-bit chunks of ``packing.pack``);
 - sparse outliers in CSR: row pointers at ``ceil(log2(nnz + 1))`` bits, column indices at
   ``ceil(log2 d_in)`` bits, values;
-- second-order statistics (SpQR, arXiv 2306.03078) recursively, under ``second_order__<name>__``.
+- second-order statistics (SpQR, arXiv 2306.03078) recursively, under ``second_order__<name>__``;
+- additive codes (AQLM): the ``(d_out, d_in / g, M)`` codes at B bits each (:func:`pack_uint`, so B up
+  to 16 for "1x16"), the ``(M, 2^B, g)`` codebooks and the per-row scales as floats.
 
 Tensor names use ``__`` as separator, so that they are valid ``nn.Module`` buffer names and a
 checkpoint's names are ``<linear>.<name>``. A new format joins by registering a :class:`Codec`
@@ -259,9 +261,30 @@ def _decode_table(meta: Meta, t: Tensors) -> QuantizedWeight:
     return QuantizedWeight("table", (d_out, d_in), codes, bits, tables=tables)
 
 
+def _encode_additive(qw: QuantizedWeight) -> tuple[Meta, Tensors]:
+    assert qw.codebooks is not None and qw.scales is not None and qw.group_size
+    bits = _int_bits(qw)
+    meta: Meta = {"bits": bits, "group_size": int(qw.group_size), "n_codebooks": int(qw.codes.shape[-1])}
+    return meta, {"codes": pack_uint(qw.codes.cpu(), bits), "codebooks": store_float(qw.codebooks),
+                  "scales": store_float(qw.scales)}
+
+
+def _decode_additive(meta: Meta, t: Tensors) -> QuantizedWeight:
+    d_out, d_in = int(meta["shape"][0]), int(meta["shape"][1])
+    bits, g, m = int(meta["bits"]), int(meta["group_size"]), int(meta["n_codebooks"])
+    shape = (d_out, d_in // g, m)
+    try:
+        codes = unpack_uint(_need(t, "codes"), bits, math.prod(shape)).reshape(shape)
+    except (ValueError, RuntimeError) as e:
+        raise StorageError(f"codes: {e}") from None
+    return QuantizedWeight("additive", (d_out, d_in), codes, bits, scales=_need(t, "scales"), group_size=g,
+                           codebooks=_need(t, "codebooks"))
+
+
 register_codec("uniform", Codec(_encode_uniform, _decode_uniform))
 register_codec("binary", Codec(_encode_binary, _decode_binary))
 register_codec("table", Codec(_encode_table, _decode_table))
+register_codec("additive", Codec(_encode_additive, _decode_additive))
 
 
 def _encode_outliers(o: SparseOutliers, shape: tuple[int, int]) -> tuple[Meta, Tensors]:
