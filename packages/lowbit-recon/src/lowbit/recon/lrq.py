@@ -1,0 +1,114 @@
+"""LRQ: low-rank weight-scaling matrices learned by block reconstruction (arXiv 2407.11534), with
+FlexRound (arXiv 2306.00317) as its full-rank case.
+
+For a weight ``W`` (d_out x d_in) and a b-bit asymmetric grid with per-row scale ``s`` (d_out,) and
+integer zero ``z`` (d_out,), the quantized weight is
+
+    S     = L U + r 1^T + 1 c^T                    (L: d_out x k, U: k x d_in, r: d_out, c: d_in)
+    q     = clamp(round_ste(W / (s 1^T * exp(S))) + z, 0, 2^b - 1)
+    W_hat = s 1^T * (q - z)
+
+``round_ste`` rounds in the forward pass and passes the gradient straight through, so ``L``, ``U``,
+``r``, ``c`` and ``log s`` are trained (``s = s0 * exp(log_ds)`` with ``log_ds`` initialised to 0, so
+that at initialisation ``s`` is the min-max scale ``s0`` bit for bit; learning ``log_ds`` is learning
+``log s`` up to a constant) (by :func:`lowbit.recon.finetune_block`, on the block's
+output error). ``exp(S)`` only moves each weight's rounding decision; what is stored is a plain
+per-row uniform grid (codes ``q``, scales ``s``, zeros ``z``), whose dequantization is exactly
+``W_hat``. FlexRound is the same map with a full trainable ``S2`` (d_out x d_in) in place of ``L U``.
+
+Confirmed from the paper's abstract and the LRQ card: low-rank weight-scaling matrices replacing
+FlexRound's full matrix, learned by reconstructing each Transformer block's output; settings W8A8
+(per-tensor activations), W4A8 (per-token activations), weight-only low-bit. Taken from the card
+(the formula, not re-checked against the paper body in this session): the form of ``S`` with row and
+column vectors, ``L`` initialised to zero and ``U`` random, ``s`` learned as ``log s``, the STE.
+Chosen here: ``s`` and ``z`` initialised by min-max per row (:func:`lowbit.core.uniform.minmax_params`,
+so at initialisation the quantizer is round-to-nearest exactly), ``z`` fixed, ``U ~ N(0, 1/d_in)``
+(its scale is not from the paper), FlexRound's ``S2`` initialised to zero.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lowbit.core.formats import QuantizedWeight
+from lowbit.core.uniform import check_width, minmax_params
+
+
+def round_ste(x: Tensor) -> Tensor:
+    """``round(x)`` forward, identity backward (straight-through estimator)."""
+    return x + (torch.round(x) - x).detach()
+
+
+def lrq_codes(W: Tensor, scale: Tensor, zero: Tensor, S: Tensor, bits: int) -> Tensor:
+    """Codes ``clamp(round_ste(W / (s 1^T * exp(S))) + z, 0, 2^b - 1)`` (float, differentiable by STE).
+
+    Shapes: ``W``, ``S`` (d_out, d_in); ``scale`` ``s``, ``zero`` ``z`` (d_out,).
+    """
+    denom = scale[:, None] * torch.exp(S)
+    return torch.clamp(round_ste(W / denom) + zero[:, None], 0, (1 << bits) - 1)
+
+
+class LRQWeight(nn.Module):
+    """A parametrization (``torch.nn.utils.parametrize``) whose forward is the fake-quantized weight
+    ``W_hat`` of the module docstring. ``rank=None`` is FlexRound (a full ``S2``); ``rank=k`` is LRQ.
+
+    Trainable: ``log_ds`` (d_out,), ``r`` (d_out,), ``c`` (d_in,), and ``L`` (d_out, k) with ``U``
+    (k, d_in), or ``S2`` (d_out, d_in). Buffers: ``W`` (the full-precision weight), ``s0`` and ``zero`` (d_out,).
+    """
+
+    W: Tensor
+    s0: Tensor
+    zero: Tensor
+
+    def __init__(self, W: Tensor, bits: int, rank: int | None, *, seed: int = 0) -> None:
+        super().__init__()
+        check_width(bits)
+        d_out, d_in = W.shape
+        if rank is not None and rank < 1:
+            raise ValueError(f"rank must be at least 1 (or None for the full matrix), got {rank}")
+        self.bits = bits
+        W = W.detach().float()
+        scale, zero = minmax_params(W, bits)
+        self.register_buffer("W", W)
+        self.register_buffer("s0", scale)
+        self.register_buffer("zero", zero)
+        self.log_ds = nn.Parameter(torch.zeros_like(scale))
+        self.r = nn.Parameter(torch.zeros(d_out, device=W.device))
+        self.c = nn.Parameter(torch.zeros(d_in, device=W.device))
+        self.L: nn.Parameter | None = None
+        self.U: nn.Parameter | None = None
+        self.S2: nn.Parameter | None = None
+        if rank is None:
+            self.S2 = nn.Parameter(torch.zeros(d_out, d_in, device=W.device))
+        else:
+            g = torch.Generator().manual_seed(seed)
+            self.L = nn.Parameter(torch.zeros(d_out, rank, device=W.device))
+            self.U = nn.Parameter((torch.randn(rank, d_in, generator=g) / d_in ** 0.5).to(W.device))
+
+    def trainable(self) -> list[nn.Parameter]:
+        """The tensors to hand to :func:`lowbit.recon.finetune_block`."""
+        return [p for p in (self.log_ds, self.r, self.c, self.L, self.U, self.S2) if p is not None]
+
+    def scaling(self) -> Tensor:
+        """``S = L U + r 1^T + 1 c^T`` (LRQ) or ``S2 + r 1^T + 1 c^T`` (FlexRound), (d_out, d_in)."""
+        full = self.S2 if self.S2 is not None else self.L @ self.U  # type: ignore[operator]
+        return full + self.r[:, None] + self.c[None, :]
+
+    def scale(self) -> Tensor:
+        """``s = s0 * exp(log_ds)``, (d_out,)."""
+        return self.s0 * torch.exp(self.log_ds)
+
+    def codes(self) -> Tensor:
+        return lrq_codes(self.W, self.scale(), self.zero, self.scaling(), self.bits)
+
+    def forward(self, _: Tensor) -> Tensor:
+        return self.scale()[:, None] * (self.codes() - self.zero[:, None])
+
+    @torch.no_grad()
+    def result(self) -> QuantizedWeight:
+        """The stored per-row uniform weight: ``dequantize()`` equals :meth:`forward`'s ``W_hat``."""
+        d_out, d_in = self.W.shape
+        return QuantizedWeight("uniform", (d_out, d_in), self.codes().to(torch.uint8), self.bits,
+                               scales=self.scale()[:, None].clone(), zeros=self.zero[:, None].clone(),
+                               group_size=None)
