@@ -204,3 +204,38 @@ def test_aqlm_bad_input_is_exit_code_2(args: list[str], message: str, small_mode
     aqlm = recipe("aqlm")
     assert aqlm.main(aqlm.run, aqlm.AQLMConfig, [*SMALL, "--model", str(small_model), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_lrq_w3a8_lowers_block_error_below_rtn(small_model: Path, tmp_path: Path,
+                                               recipe: Callable[[str], ModuleType]) -> None:
+    """LRQ W3A8 (per-token activations) on the two-block model with a small budget (30 steps, rank 16):
+    every block's held-out output error is below round-to-nearest's with the same activation
+    quantization (``--steps 0``, the quantizer's initialisation); per-row 3-bit storage."""
+    lrq = recipe("lrq")
+    args = ["--model", str(small_model), "--nsamples", "8", "--seqlen", "128", "--eval-seqlen", "128",
+            "--eval-windows", "4", "--device", "cpu", "--batch-size", "2", "--bits", "3", "--rank", "16",
+            "--act-bits", "8", "--act-granularity", "token"]
+    assert lrq.main(lrq.run, lrq.LRQConfig, [*args, "--steps", "30", "--json", str(tmp_path / "l.json")]) == 0
+    assert lrq.main(lrq.run, lrq.LRQConfig, [*args, "--steps", "0", "--json", str(tmp_path / "r.json")]) == 0
+    ltr, rtn = (json.loads((tmp_path / f).read_text()) for f in ("l.json", "r.json"))
+    assert ltr["method"] == "lrq_r16_w3a8_token" and ltr["n_layers"] == 14
+    assert ltr["bits"]["codes"] == pytest.approx(3.0) and ltr["bits_paper"] == pytest.approx(3.0)
+    assert 3.0 < ltr["bits_per_weight"] < 3.05  # plus an fp16 scale and a 3-bit zero per row
+    assert rtn["block_error_lrq"] == rtn["block_error_rtn"]  # no training: round-to-nearest
+    assert ltr["block_error_rtn"][0] == pytest.approx(rtn["block_error_rtn"][0], rel=1e-6)  # same first block
+    assert all(e < r for e, r in zip(ltr["block_error_lrq"], ltr["block_error_rtn"], strict=True))
+    assert math.isfinite(ltr["ppl"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--group-size", "64"], "one grid per row"),
+    (["--act-bits", "8", "--act-granularity", "channel"], "granularity"),
+    (["--act-bits", "1"], "activation bits"),
+    (["--rank", "0"], "--rank"),
+    (["--bits", "2.5"], "integer --bits"),
+])
+def test_lrq_bad_input_is_exit_code_2(args: list[str], message: str, small_model: Path,
+                                      capsys: pytest.CaptureFixture[str], recipe: Callable[[str], ModuleType]) -> None:
+    lrq = recipe("lrq")
+    assert lrq.main(lrq.run, lrq.LRQConfig, [*SMALL, "--model", str(small_model), *args]) == 2
+    assert message in capsys.readouterr().err
