@@ -18,7 +18,7 @@ per-row uniform codes, scales, zeros). The activation hooks stay on the model, s
 are calibrated and the model is evaluated with quantized activations.
 
 A step is one Adam update on one calibration batch of ``--batch-size`` windows (the paper: batch 2).
-``--steps`` is run as ``ceil(steps / training batches)`` epochs of ``finetune_block``, which holds out
+``--steps`` is run as ``steps // training batches`` epochs (at least one) of ``finetune_block``, which holds out
 the last eighth of the batches and stops early after ``--patience`` epochs without a better held-out
 error (keeping the best epoch); so ``--steps`` is an upper bound. Not the paper's: no cosine learning
 rate schedule (``finetune_block`` has a constant rate), early stopping. ``--save`` stores the weights
@@ -29,11 +29,12 @@ decoder blocks' linear inputs are quantized (not the LM head's).
 from __future__ import annotations
 
 import dataclasses
-import math
 import statistics
 import sys
+import time
 from typing import Any
 
+import torch
 from torch import Tensor
 from torch.nn.utils import parametrize
 
@@ -84,13 +85,15 @@ class LRQConfig(RecipeConfig):
 
 
 def epochs(steps: int, n_batches: int) -> int:
-    """Epochs of ``finetune_block`` that make at most ``steps`` Adam steps on the training batches."""
+    """Whole epochs of ``finetune_block`` that make at most ``steps`` Adam steps on the training
+    batches (at least one epoch when ``steps`` > 0)."""
     train, _ = split_batches(n_batches, VAL_FRACTION)
-    return math.ceil(steps / len(train)) if steps else 0
+    return max(1, steps // len(train)) if steps else 0
 
 
 def quantize_block(ctx: BlockContext, cfg: LRQConfig) -> dict[str, Any]:
     """Activation hooks (kept), LRQ parametrizations, block reconstruction, baked per-row weights."""
+    t = time.perf_counter()
     if cfg.act_bits is not None:
         amax = calibrate_absmax(ctx.linears, lambda: forward_block(ctx.block, ctx.inputs)) \
             if cfg.act_granularity == "tensor" else None
@@ -104,16 +107,21 @@ def quantize_block(ctx: BlockContext, cfg: LRQConfig) -> dict[str, Any]:
     _, val = split_batches(n, VAL_FRACTION)
     held_out = val or list(range(n))
     rtn = block_error(ctx.block, ctx.inputs, ctx.fp_outputs, held_out)
+    steps = 0
     if cfg.steps:
-        finetune_block(ctx.block, ctx.inputs, ctx.fp_outputs, params, lr=cfg.learning_rate,
-                       max_epochs=epochs(cfg.steps, n), val_fraction=VAL_FRACTION, patience=cfg.patience)
+        report = finetune_block(ctx.block, ctx.inputs, ctx.fp_outputs, params, lr=cfg.learning_rate,
+                                max_epochs=epochs(cfg.steps, n), val_fraction=VAL_FRACTION, patience=cfg.patience)
+        steps = len(report.train_errors) * (n - len(val))
     out: dict[str, Any] = {}
     for name, lin in ctx.linears.items():
         qw = lin.parametrizations.weight[0].result()
         parametrize.remove_parametrizations(lin, "weight", leave_parametrized=False)
         lin.weight.data.copy_(qw.dequantize().to(lin.weight.dtype))
         out[name] = qw
-    out["block_errors"] = {"rtn": rtn, "lrq": block_error(ctx.block, ctx.inputs, ctx.fp_outputs, held_out)}
+    lrq = block_error(ctx.block, ctx.inputs, ctx.fp_outputs, held_out)
+    if ctx.inputs.device.type == "cuda":
+        torch.cuda.synchronize(ctx.inputs.device)
+    out["block_errors"] = {"rtn": rtn, "lrq": lrq, "steps": steps, "seconds": time.perf_counter() - t}
     return out
 
 
@@ -124,6 +132,7 @@ def run(cfg: LRQConfig) -> dict[str, Any]:
         errs = [v for k, v in made.items() if k.endswith(".block_errors")]
         return {"block_error_rtn": [e["rtn"] for e in errs], "block_error_lrq": [e["lrq"] for e in errs],
                 "block_error_ratio_median": statistics.median(e["lrq"] / e["rtn"] for e in errs if e["rtn"] > 0),
+                "block_steps": [e["steps"] for e in errs], "block_seconds": [e["seconds"] for e in errs],
                 "activations": None if cfg.act_bits is None else f"{cfg.act_bits}-bit per {cfg.act_granularity}",
                 "learning_rate": cfg.learning_rate}
 

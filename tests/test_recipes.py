@@ -224,6 +224,7 @@ def test_lrq_w3a8_lowers_block_error_below_rtn(small_model: Path, tmp_path: Path
     assert rtn["block_error_lrq"] == rtn["block_error_rtn"]  # no training: round-to-nearest
     assert ltr["block_error_rtn"][0] == pytest.approx(rtn["block_error_rtn"][0], rel=1e-6)  # same first block
     assert all(e < r for e, r in zip(ltr["block_error_lrq"], ltr["block_error_rtn"], strict=True))
+    assert all(0 < s <= 30 for s in ltr["block_steps"]) and rtn["block_steps"] == [0, 0]
     assert math.isfinite(ltr["ppl"])
 
 
