@@ -9,21 +9,28 @@ integer zero ``z`` (d_out,), the quantized weight is
     W_hat = s 1^T * (q - z)
 
 ``round_ste`` rounds in the forward pass and passes the gradient straight through, so ``L``, ``U``,
-``r``, ``c`` and ``log s`` are trained (``s = s0 * exp(log_ds)`` with ``log_ds`` initialised to 0, so
-that at initialisation ``s`` is the min-max scale ``s0`` bit for bit; learning ``log_ds`` is learning
-``log s`` up to a constant) (by :func:`lowbit.recon.finetune_block`, on the block's
-output error). ``exp(S)`` only moves each weight's rounding decision; what is stored is a plain
+``r``, ``c`` and ``log s`` are trained by :func:`lowbit.recon.finetune_block` on the block's output
+error (``s = s0 * exp(log_ds)`` with ``log_ds`` initialised to 0, so that at initialisation ``s`` is the
+min-max scale ``s0`` bit for bit; learning ``log_ds`` is learning ``log s`` up to a constant).
+``exp(S)`` only moves each weight's rounding decision; what is stored is a plain
 per-row uniform grid (codes ``q``, scales ``s``, zeros ``z``), whose dequantization is exactly
 ``W_hat``. FlexRound is the same map with a full trainable ``S2`` (d_out x d_in) in place of ``L U``.
 
-Confirmed from the paper's abstract and the LRQ card: low-rank weight-scaling matrices replacing
-FlexRound's full matrix, learned by reconstructing each Transformer block's output; settings W8A8
-(per-tensor activations), W4A8 (per-token activations), weight-only low-bit. Taken from the card
-(the formula, not re-checked against the paper body in this session): the form of ``S`` with row and
-column vectors, ``L`` initialised to zero and ``U`` random, ``s`` learned as ``log s``, the STE.
+Confirmed from the paper's abstract: low-rank weight-scaling matrices replacing FlexRound's full
+matrix, learned by reconstructing each Transformer block's output; settings W8A8 (per-tensor
+activations), W4A8 (per-token activations), weight-only low-bit. Confirmed from the authors' code
+(github.com/onliwad101/FlexRound_LRQ, ``quant/UniformAffineQuantizer.py``, read through a mirror):
+codes ``clamp(round_ste(W / exp(log s + L U + r 1^T + 1 c^T)), -z, 2^b - 1 - z)`` times ``s``, which is
+the map above; ``s`` learned as ``log s``; ``L`` (d_out x 1024, 2048 when both dimensions are at least
+8192) and ``r``, ``c`` initialised to zero; ``U`` by ``kaiming_uniform_(a=sqrt(5))``, i.e.
+``U(-1/sqrt(d_in), 1/sqrt(d_in))`` (used here); ``z`` fixed; a per-row asymmetric grid. Their FlexRound
+has a full matrix and a row vector only (no column vector); here FlexRound keeps ``c`` too (one code
+path; a full ``S2`` can absorb it, so the function class is the same). Their code also falls back to
+the full matrix for layers with one dimension above 4096 and the other not; here ``--rank`` applies to
+every layer.
 Chosen here: ``s`` and ``z`` initialised by min-max per row (:func:`lowbit.core.uniform.minmax_params`,
-so at initialisation the quantizer is round-to-nearest exactly), ``z`` fixed, ``U ~ N(0, 1/d_in)``
-(its scale is not from the paper), FlexRound's ``S2`` initialised to zero.
+so at initialisation the quantizer is round-to-nearest exactly; the authors initialise by a grid search
+minimising the L2.4 error); FlexRound's ``S2`` initialised to zero.
 """
 
 from __future__ import annotations
@@ -84,7 +91,8 @@ class LRQWeight(nn.Module):
         else:
             g = torch.Generator().manual_seed(seed)
             self.L = nn.Parameter(torch.zeros(d_out, rank, device=W.device))
-            self.U = nn.Parameter((torch.randn(rank, d_in, generator=g) / d_in ** 0.5).to(W.device))
+            U = (2 * torch.rand(rank, d_in, generator=g) - 1) / d_in ** 0.5  # kaiming_uniform_(a=sqrt(5))
+            self.U = nn.Parameter(U.to(W.device))
 
     def trainable(self) -> list[nn.Parameter]:
         """The tensors to hand to :func:`lowbit.recon.finetune_block`."""
