@@ -4,31 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from lowbit.core.hf import BlockInputs
+from lowbit.core.testing import ToyBlock, block_data
 from lowbit.recon import block_error, finetune_block, split_batches
-
-
-class ToyBlock(nn.Module):
-    """A residual MLP block with a norm, called like a decoder block: ``block(h, **kw)``."""
-
-    def __init__(self, d: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(d)
-        self.up = nn.Linear(d, 2 * d)
-        self.down = nn.Linear(2 * d, d)
-
-    def forward(self, h: torch.Tensor, **_: object) -> tuple[torch.Tensor]:
-        return (h + self.down(torch.relu(self.up(self.norm(h)))),)
-
-
-def _data(teacher: nn.Module, n: int, d: int, seed: int) -> tuple[BlockInputs, BlockInputs]:
-    g = torch.Generator().manual_seed(seed)
-    x = BlockInputs(torch.device("cpu"), [torch.randn(4, 8, d, generator=g) for _ in range(n)], [{}] * n)
-    with torch.no_grad():
-        y = BlockInputs(x.device, [teacher(h)[0] for h in x.hidden], x.kwargs)
-    return x, y
 
 
 def test_split_batches() -> None:
@@ -47,7 +26,7 @@ def test_finetune_lowers_the_held_out_error_and_trains_only_its_params() -> None
     with torch.no_grad():  # a "quantized" student: perturbed weights
         student.up.weight.add_(0.05 * torch.randn_like(student.up.weight))
         student.down.weight.add_(0.05 * torch.randn_like(student.down.weight))
-    x, y = _data(teacher, 8, 16, 1)
+    x, y = block_data(teacher, 8, 16, 1)
     up_before = student.up.weight.detach().clone()
     report = finetune_block(student, x, y, [student.down.weight, student.norm.weight], lr=1e-3, max_epochs=20,
                             patience=3)
@@ -60,7 +39,7 @@ def test_finetune_lowers_the_held_out_error_and_trains_only_its_params() -> None
 
 def test_finetune_keeps_the_parameters_when_nothing_helps() -> None:
     teacher = ToyBlock(8)
-    x, y = _data(teacher, 4, 8, 2)
+    x, y = block_data(teacher, 4, 8, 2)
     before = teacher.down.weight.detach().clone()
     report = finetune_block(teacher, x, y, [teacher.down.weight], lr=1e-2, max_epochs=3)  # already exact
     assert report.best_epoch == 0 and torch.equal(teacher.down.weight, before)
@@ -68,7 +47,7 @@ def test_finetune_keeps_the_parameters_when_nothing_helps() -> None:
 
 def test_finetune_bad_input() -> None:
     block = ToyBlock(8)
-    x, y = _data(block, 3, 8, 3)
+    x, y = block_data(block, 3, 8, 3)
     with pytest.raises(ValueError, match="as many"):
         finetune_block(block, x, BlockInputs(x.device, y.hidden[:2], y.kwargs[:2]), [block.down.weight])
     with pytest.raises(ValueError, match="at least one parameter"):

@@ -8,30 +8,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from lowbit.core.hf import BlockInputs
+from lowbit.core.testing import ToyBlock, block_data
 from lowbit.core.uniform import fake_quantize, minmax_params
 from lowbit.recon import LRQWeight, block_error, finetune_block
-
-
-class ToyBlock(nn.Module):
-    """A residual MLP block called like a decoder block (the pattern of test_finetune.py)."""
-
-    def __init__(self, d: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(d)
-        self.up = nn.Linear(d, 2 * d)
-        self.down = nn.Linear(2 * d, d)
-
-    def forward(self, h: torch.Tensor, **_: object) -> tuple[torch.Tensor]:
-        return (h + self.down(torch.relu(self.up(self.norm(h)))),)
-
-
-def _data(teacher: nn.Module, n: int, d: int, seed: int) -> tuple[BlockInputs, BlockInputs]:
-    g = torch.Generator().manual_seed(seed)
-    x = BlockInputs(torch.device("cpu"), [torch.randn(4, 8, d, generator=g) for _ in range(n)], [{}] * n)
-    with torch.no_grad():
-        y = BlockInputs(x.device, [teacher(h)[0] for h in x.hidden], x.kwargs)
-    return x, y
 
 
 @pytest.mark.parametrize("rank", [1, 4, None])
@@ -84,7 +63,7 @@ def _quantized_student(teacher: ToyBlock, bits: int, rank: int | None) -> tuple[
 def test_reconstruction_lowers_block_error_and_stores_the_trained_weight(rank: int | None) -> None:
     torch.manual_seed(0)
     teacher = ToyBlock(16)
-    x, y = _data(teacher, 8, 16, 1)
+    x, y = block_data(teacher, 8, 16, 1)
     student, params = _quantized_student(teacher, 3, rank)
     rtn = block_error(student, x, y, range(8))
     report = finetune_block(student, x, y, params, lr=5e-3, max_epochs=30, patience=5)

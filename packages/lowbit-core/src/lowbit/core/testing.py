@@ -5,6 +5,8 @@
 - :func:`shapes`: ``(d_out, d_in)`` with ``d_in`` divisible by a drawn group size.
 - :func:`hessians`: symmetric positive semi-definite ``X^T X / n`` from random activations with
   a few dominant channels.
+- :class:`ToyBlock`, :func:`block_data`: a small residual MLP block called like a decoder block, and
+  its inputs with a teacher's outputs, for the tests of block reconstruction.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from .hf import BlockInputs
 
 
 def heavy_tailed(shape: tuple[int, ...], seed: int, df: int = 4, outlier_frac: float = 0.005,
@@ -60,3 +64,25 @@ def hessians(d: int) -> Any:
     from hypothesis import strategies as st
 
     return st.integers(0, 2**31 - 1).map(lambda s: random_hessian(d, s))
+
+
+class ToyBlock(nn.Module):
+    """A residual MLP block with a norm, called like a decoder block: ``block(h, **kw) -> (h',)``."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.up = nn.Linear(d, 2 * d)
+        self.down = nn.Linear(2 * d, d)
+
+    def forward(self, h: Tensor, **_: object) -> tuple[Tensor]:
+        return (h + self.down(torch.relu(self.up(self.norm(h)))),)
+
+
+def block_data(teacher: nn.Module, n: int, d: int, seed: int) -> tuple[BlockInputs, BlockInputs]:
+    """``n`` batches of ``(4, 8, d)`` random inputs and the teacher block's outputs on them."""
+    g = torch.Generator().manual_seed(seed)
+    x = BlockInputs(torch.device("cpu"), [torch.randn(4, 8, d, generator=g) for _ in range(n)], [{}] * n)
+    with torch.no_grad():
+        y = BlockInputs(x.device, [teacher(h)[0] for h in x.hidden], x.kwargs)
+    return x, y
