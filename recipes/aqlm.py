@@ -15,6 +15,7 @@ fp16 (rounded after training).
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import sys
 from typing import Any
@@ -78,8 +79,9 @@ class AdditiveWeight(nn.Module):
         return additive_values(self.codes, self.codebooks, self.scales)
 
 
-def finetune(ctx: BlockContext, made: dict[str, QuantizedWeight], cfg: AQLMConfig) -> dict[str, QuantizedWeight]:
-    """Fine-tune the block's codebooks, scales and norm weights; returns the updated containers."""
+def finetune(ctx: BlockContext, made: dict[str, QuantizedWeight], cfg: AQLMConfig) -> dict[str, Any]:
+    """Fine-tune the block's codebooks, scales and norm weights; returns the updated containers and,
+    under ``"finetune"``, the held-out block error before and after (the kept epoch)."""
     params: list[Tensor] = []
     for name, lin in ctx.linears.items():
         parametrize.register_parametrization(lin, "weight", AdditiveWeight(made[name]), unsafe=True)
@@ -88,13 +90,14 @@ def finetune(ctx: BlockContext, made: dict[str, QuantizedWeight], cfg: AQLMConfi
     params += [p for n, p in ctx.block.named_parameters() if "norm" in n and p.requires_grad]
     report = finetune_block(ctx.block, ctx.inputs, ctx.fp_outputs, params, lr=cfg.finetune_lr,
                             max_epochs=cfg.finetune_epochs)
-    out = {}
+    out: dict[str, Any] = {"finetune": {"before": report.val_errors[0],
+                                        "after": report.val_errors[report.best_epoch],
+                                        "best_epoch": report.best_epoch}}
     for name, lin in ctx.linears.items():
         p = lin.parametrizations.weight[0]
         qw = dataclasses.replace(made[name], codebooks=p.codebooks.detach().half(), scales=p.scales.detach().half())
         parametrize.remove_parametrizations(lin, "weight", leave_parametrized=False)
         lin.weight.data.copy_(qw.dequantize().to(lin.weight.dtype))
-        qw.meta["finetune_val_errors"] = report.val_errors
         out[name] = qw
     return out
 
@@ -105,8 +108,6 @@ def paper_bits(report: BitReport) -> float:
 
 
 def run(cfg: AQLMConfig) -> dict[str, Any]:
-    cfg.validate()
-
     def block(ctx: BlockContext) -> dict[str, Any]:
         made: dict[str, QuantizedWeight] = {}
         for name, lin in ctx.linears.items():
@@ -125,10 +126,11 @@ def run(cfg: AQLMConfig) -> dict[str, Any]:
         rounds = [len(qw.meta["rel_errors"]) - 2 for qw in qws]
         out: dict[str, Any] = {"layer_rel_error_median": statistics.median(final), "layer_rel_error_max": max(final),
                                "rounds_median": statistics.median(rounds)}
-        ft = [qw.meta["finetune_val_errors"] for qw in qws if "finetune_val_errors" in qw.meta]
+        ft = [v for k, v in made.items() if k.endswith(".finetune")]
+        ratios = [f["after"] / f["before"] for f in ft if math.isfinite(f["before"]) and f["before"] > 0]
         if ft:
-            gains = [min(e[1:], default=e[0]) / e[0] for e in ft[::len(ft) // 30 or 1] if e[0] == e[0] and e[0] > 0]
-            out["finetune_val_error_ratio_median"] = statistics.median(gains) if gains else None
+            out["finetune_val_error_ratio_median"] = statistics.median(ratios) if ratios else None
+            out["finetune_best_epochs"] = [f["best_epoch"] for f in ft]
         return out
 
     name = f"aqlm_{cfg.codebooks}x{cfg.codebook_bits}_g{cfg.in_group_size}" + ("_ft" if cfg.finetune else "")

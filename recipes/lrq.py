@@ -126,8 +126,6 @@ def quantize_block(ctx: BlockContext, cfg: LRQConfig) -> dict[str, Any]:
 
 
 def run(cfg: LRQConfig) -> dict[str, Any]:
-    cfg.validate()
-
     def extra(made: dict[str, Any]) -> dict[str, Any]:
         errs = [v for k, v in made.items() if k.endswith(".block_errors")]
         return {"block_error_rtn": [e["rtn"] for e in errs], "block_error_lrq": [e["lrq"] for e in errs],

@@ -191,7 +191,7 @@ def test_aqlm_2x8_beats_rtn_2_bit(model_dir: Path, tmp_path: Path, recipe: Calla
     assert math.isfinite(a["ppl"]) and a["ppl"] < r["ppl"]
     assert a["bits"]["codes"] == pytest.approx(2.0)
     assert a["bits_per_weight"] == pytest.approx(a["bits"]["codes"] + a["bits"]["codebooks"] + a["bits"]["scales"])
-    assert a["finetune_val_error_ratio_median"] <= 1.0  # the best epoch is kept: never worse than before
+    assert a["finetune_val_error_ratio_median"] < 1.0  # fine-tuning lowered the held-out block error
 
 
 @pytest.mark.parametrize("args, message", [
