@@ -12,6 +12,11 @@ and zeros that are themselves quantized later) the range is exactly [min, max] a
 not rounded; codes are then ``clamp(round(w / s + z), 0, 2^b - 1)``
 (:func:`quantize_affine_continuous`), and a constant row gets s = 1, z = -min, so that it is
 reproduced exactly (code 0).
+
+Parameters are rounded to their storage dtype when they are computed (``dtype``, fp16 by default:
+the 16 bits per scale and per continuous zero that :func:`lowbit.core.bits.bit_report` charges), so
+that the grid the quantizer uses is exactly the grid a checkpoint stores at that width
+(:func:`round_to_dtype`); an integer zero is then derived from the rounded scale.
 """
 
 from __future__ import annotations
@@ -26,7 +31,26 @@ def check_width(bits: int) -> None:
         raise ValueError(f"bits must be an integer in 1..8, got {bits!r}")
 
 
-def minmax_params(w: Tensor, bits: int, *, zero_in_range: bool = True) -> tuple[Tensor, Tensor]:
+def round_to_dtype(t: Tensor, dtype: torch.dtype | None, *, up: bool = False) -> Tensor:
+    """``t`` rounded to a value representable in ``dtype``, kept in ``t``'s dtype; ``dtype=None``
+    returns ``t``.
+
+    Nearest (half to even) by default; ``up=True`` takes the smallest representable value ``>= t``
+    (scales: a min-max grid then still covers its range, and a positive scale never becomes zero).
+    Values beyond the dtype's range saturate at its largest finite value instead of becoming infinite.
+    """
+    if dtype is None or t.dtype == dtype:
+        return t
+    big = torch.finfo(dtype).max
+    out = t.clamp(-big, big).to(dtype)
+    if up:
+        below = (out.to(t.dtype) < t) & (out < big)
+        out = torch.where(below, torch.nextafter(out, torch.full_like(out, float("inf"))), out)
+    return out.to(t.dtype)
+
+
+def minmax_params(w: Tensor, bits: int, *, zero_in_range: bool = True,
+                  dtype: torch.dtype | None = torch.float16) -> tuple[Tensor, Tensor]:
     """Asymmetric min-max parameters per row of ``w``.
 
     Args:
@@ -34,23 +58,26 @@ def minmax_params(w: Tensor, bits: int, *, zero_in_range: bool = True) -> tuple[
         bits: grid width.
         zero_in_range: GPTQ's convention (default): the range contains 0 and the zero is an integer.
             False: the range is ``[min, max]`` and the zero is continuous (module docstring).
+        dtype: storage dtype of the scale (and of a continuous zero): the scale is rounded up to it
+            (so the grid still spans the range), a continuous zero to nearest (:func:`round_to_dtype`),
+            before the integer zero is derived; None keeps ``w``'s precision.
     Returns:
         ``scale`` (rows,) float and ``zero`` (rows,) float: integers in ``[0, 2^b - 1]`` by default,
-        any real with ``zero_in_range=False``.
+        any real with ``zero_in_range=False``; both in ``w``'s dtype, exactly representable in ``dtype``.
     """
     maxq = (1 << bits) - 1
     if not zero_in_range:
         lo, hi = w.amin(dim=1), w.amax(dim=1)
         flat = hi == lo
-        scale = torch.where(flat, torch.ones_like(lo), (hi - lo) / maxq)
-        return scale, -lo / scale
+        scale = round_to_dtype(torch.where(flat, torch.ones_like(lo), (hi - lo) / maxq), dtype, up=True)
+        return scale, round_to_dtype(-lo / scale, dtype)
     wmin = w.amin(dim=1).clamp(max=0)
     wmax = w.amax(dim=1).clamp(min=0)
     degenerate = wmax == wmin
     wmin = torch.where(degenerate, wmin - 1, wmin)
     wmax = torch.where(degenerate, wmax + 1, wmax)
-    scale = (wmax - wmin) / maxq
-    zero = torch.round(-wmin / scale)
+    scale = round_to_dtype((wmax - wmin) / maxq, dtype, up=True)
+    zero = torch.round(-wmin / scale).clamp(0, maxq)
     return scale, zero
 
 

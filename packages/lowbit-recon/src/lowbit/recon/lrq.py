@@ -14,7 +14,9 @@ error (``s = s0 * exp(log_ds)`` with ``log_ds`` initialised to 0, so that at ini
 min-max scale ``s0`` bit for bit; learning ``log_ds`` is learning ``log s`` up to a constant).
 ``exp(S)`` only moves each weight's rounding decision; what is stored is a plain
 per-row uniform grid (codes ``q``, scales ``s``, zeros ``z``), whose dequantization is exactly
-``W_hat``. FlexRound is the same map with a full trainable ``S2`` (d_out x d_in) in place of ``L U``.
+``W_hat`` (``s`` is rounded to fp16 in the forward pass, gradient straight through, so the
+stored scale is exactly the trained one). FlexRound is the same map with a full trainable ``S2``
+(d_out x d_in) in place of ``L U``.
 
 Confirmed from the paper's abstract: low-rank weight-scaling matrices replacing FlexRound's full
 matrix, learned by reconstructing each Transformer block's output; settings W8A8 (per-tensor
@@ -39,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from lowbit.core.formats import QuantizedWeight
-from lowbit.core.uniform import check_width, minmax_params
+from lowbit.core.uniform import check_width, minmax_params, round_to_dtype
 
 
 def round_ste(x: Tensor) -> Tensor:
@@ -104,8 +106,10 @@ class LRQWeight(nn.Module):
         return full + self.r[:, None] + self.c[None, :]
 
     def scale(self) -> Tensor:
-        """``s = s0 * exp(log_ds)``, (d_out,)."""
-        return self.s0 * torch.exp(self.log_ds)
+        """``s = s0 * exp(log_ds)`` rounded to fp16 (the stored width) with a straight-through
+        gradient, (d_out,); ``s0`` is fp16-exact, so at ``log_ds = 0`` this is ``s0``."""
+        s = self.s0 * torch.exp(self.log_ds)
+        return s + (round_to_dtype(s.detach(), torch.float16, up=True) - s).detach()
 
     def codes(self) -> Tensor:
         return lrq_codes(self.W, self.scale(), self.zero, self.scaling(), self.bits)
