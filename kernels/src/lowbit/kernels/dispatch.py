@@ -19,6 +19,7 @@ from torch import Tensor
 from lowbit.core.formats import QuantizedWeight
 
 from . import cpu
+from . import triton as gpu
 
 Meta = dict[str, Any]
 
@@ -49,6 +50,8 @@ REFERENCE = Kernel("reference", None, None, lambda meta: True, lambda: True, ref
 KERNELS: list[Kernel] = [
     Kernel("cpu_gemv_u4", "cpu", 1, cpu.supports, cpu.available, cpu.prepare,
            lambda state, x: cpu.gemv(state, x).to(x.dtype)),
+    *(Kernel(name, "cuda", gpu.MAX_BATCH, supports, gpu.available, prepare, run)
+      for name, supports, prepare, run in gpu.ENTRIES),
     REFERENCE,
 ]
 

@@ -58,25 +58,6 @@ from .uniform import group_perm
 PAD = 128  # columns of a mixed-width segment are padded to a multiple of this
 
 
-def supports_table(meta: dict) -> bool:
-    """Per-column tables of 1..4 bits (one width, or per-column widths), at most 65536 inputs."""
-    if meta.get("format") != "table":
-        return False
-    bits = meta.get("bits")
-    d_in = int(meta["shape"][1])
-    return (bits == "per_column" or (isinstance(bits, int) and 1 <= bits <= 4 and d_in % 32 == 0)) \
-        and d_in <= 65536 and int(meta.get("table_size", 16)) <= 16
-
-
-def supports_binary(meta: dict) -> bool:
-    """Binary codes of 1..4 bits, groups a multiple of 32 dividing ``d_in`` (act-order included)."""
-    if meta.get("format") != "binary" or not isinstance(meta.get("bits"), int):
-        return False
-    d_in = int(meta["shape"][1])
-    gs = int(meta.get("group_size") or d_in)
-    return 1 <= int(meta["bits"]) <= 4 and gs % 32 == 0 and d_in % gs == 0 and d_in <= 65536
-
-
 @dataclass
 class Segment:
     """Columns of one width in the kernel layout."""

@@ -47,16 +47,6 @@ from .common import (
 )
 
 
-def supports(meta: dict) -> bool:
-    """Uniform weights of 1..4 bits whose group size is a multiple of 32 dividing ``d_in`` (per-channel
-    when ``d_in`` is), act-order included, with at most 65536 inputs (16-bit outlier columns)."""
-    if meta.get("format") != "uniform" or not isinstance(meta.get("bits"), int):
-        return False
-    d_in = int(meta["shape"][1])
-    gs = int(meta.get("group_size") or d_in)
-    return 1 <= int(meta["bits"]) <= 4 and gs % 32 == 0 and d_in % gs == 0 and d_in <= 65536
-
-
 @dataclass
 class UniformState:
     """The kernel layout of one uniform weight (see the module docstring)."""

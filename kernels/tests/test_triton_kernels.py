@@ -1,0 +1,186 @@
+"""Triton kernels against the torch reference (``x @ qw.dequantize().T``), every format and path.
+
+Without CUDA (or with ``TRITON_INTERPRET=1``) the kernels run on CPU tensors through Triton's
+interpreter on small shapes; on a GPU machine the same tests run the compiled kernels on CUDA tensors,
+plus the kernel-table tests marked ``cuda``. ``pytest kernels/tests -k triton``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+import torch
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1" or not torch.cuda.is_available()
+if INTERPRET:
+    os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported: @triton.jit reads it
+pytest.importorskip("triton")
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from lowbit.core.formats import QuantizedWeight  # noqa: E402
+from lowbit.kernels import QuantLinear, select  # noqa: E402
+from lowbit.kernels.triton import additive, common, table, uniform  # noqa: E402
+from lowbit.kernels.triton.common import Config  # noqa: E402
+from lowbit.kernels.triton.random_weights import (  # noqa: E402
+    random_additive,
+    random_binary,
+    random_table,
+    random_uniform,
+    random_widths,
+)
+
+DEVICE = "cpu" if INTERPRET else "cuda"
+cuda = pytest.mark.skipif(INTERPRET, reason="needs CUDA (compiled kernels)")
+
+
+def check(qw: QuantizedWeight, y: torch.Tensor, x: torch.Tensor) -> None:
+    """``y`` equals ``x @ W_hat^T`` (fp64 reference) up to fp16 rounding of the tables/scales and output."""
+    ref = x.double() @ qw.dequantize(torch.float64).to(x.device).T
+    scale = float(ref.abs().max()) + 1e-6
+    assert y.shape == ref.shape and y.dtype == x.dtype
+    err = float((y.double() - ref).abs().max()) / scale
+    assert err < 4e-3, f"relative error {err:.2e}"
+
+
+def xs(m: int, k: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(m, k, generator=g).half().to(DEVICE)
+
+
+# GEMV (one and two K splits) and tl.dot (batches) paths
+PATHS = [(1, Config(32, 128, 1)), (1, Config(64, 64, 2)), (5, Config(32, 64, 1)), (19, Config(64, 64, 2))]
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+@pytest.mark.parametrize("act_order", [False, True])
+def test_uniform_paths(bits: int, act_order: bool) -> None:
+    qw = random_uniform(40, 256, bits, 64, seed=bits, device=DEVICE, act_order=act_order, n_outliers=9)
+    state = uniform.prepare(qw)
+    for m, config in PATHS:
+        x = xs(m, 256, m)
+        check(qw, uniform.run(state, x, config), x)
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.sampled_from([2, 3, 4]), st.sampled_from([32, 64, 128]), st.integers(1, 70), st.integers(1, 3),
+       st.integers(1, 20), st.integers(0, 12), st.integers(0, 2**20))
+def test_uniform_property(bits: int, gs: int, d_out: int, n_groups: int, m: int, n_out: int, seed: int) -> None:
+    """Any width, group size, shape and batch through the default (tuned; first on CPU) configuration."""
+    qw = random_uniform(d_out, gs * n_groups, bits, gs, seed=seed, device=DEVICE, n_outliers=n_out)
+    x = xs(m, gs * n_groups, seed)
+    check(qw, uniform.run(uniform.prepare(qw), x), x)
+
+
+def test_uniform_second_order() -> None:
+    """SpQR: group scales themselves quantized (dequantized once at prepare)."""
+    qw = random_uniform(32, 128, 3, 32, seed=1, device=DEVICE, n_outliers=5)
+    assert qw.scales is not None
+    stats = random_uniform(4, 32, 3, 16, seed=2, device=DEVICE)  # (n_groups, d_out) statistics
+    qw = dataclasses.replace(qw, scales=None, second_order={"scales": stats})
+    x = xs(3, 128, 0)
+    check(qw, uniform.run(uniform.prepare(qw), x, Config(32, 64, 2)), x)
+
+
+@pytest.mark.parametrize("widths", [4, 3, (1, 2, 3, 4), (2, 4)])
+def test_table_paths(widths: int | tuple[int, ...]) -> None:
+    bits = widths if isinstance(widths, int) else random_widths(200 if len(widths) > 2 else 256, widths, 3, DEVICE)
+    d_in = 256 if isinstance(widths, int) else bits.numel()
+    qw = random_table(36, d_in, bits, seed=4, device=DEVICE, n_outliers=7)
+    state = table.prepare_table(qw)
+    for m, config in PATHS:
+        x = xs(m, d_in, m)
+        check(qw, table.run(state, x, config), x)
+
+
+@pytest.mark.parametrize("bits", [2, 3])
+@pytest.mark.parametrize("act_order", [False, True])
+def test_binary_paths(bits: int, act_order: bool) -> None:
+    qw = random_binary(40, 256, bits, 64, seed=bits, device=DEVICE, act_order=act_order)
+    state = table.prepare_binary(qw)
+    for m, config in PATHS:
+        x = xs(m, 256, m)
+        check(qw, table.run(state, x, config), x)
+
+
+@pytest.mark.parametrize("m_b", [(2, 8), (1, 16), (1, 8)])
+def test_additive_paths(m_b: tuple[int, int]) -> None:
+    qw = random_additive(40, 200, *m_b, seed=5, device=DEVICE, n_outliers=6)
+    state = additive.prepare(qw)
+    for m, config in [(1, Config(32, 64, 1)), (1, Config(64, 64, 2)), (4, Config(32, 64, 1)), (17, Config(64, 64, 2))]:
+        x = xs(m, 200, m)
+        check(qw, additive.run(state, x, config), x)
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.sampled_from(["table", "binary", "additive"]), st.integers(1, 50), st.integers(1, 4),
+       st.integers(1, 20), st.integers(0, 2**20))
+def test_lookup_property(fmt: str, d_out: int, k32: int, m: int, seed: int) -> None:
+    d_in = 32 * k32
+    if fmt == "table":
+        qw = random_table(d_out, d_in, random_widths(d_in, (2, 3, 4), seed, DEVICE), seed, DEVICE, n_outliers=3)
+        state = table.prepare_table(qw)
+    elif fmt == "binary":
+        qw = random_binary(d_out, d_in, 1 + seed % 4, 32, seed, DEVICE)
+        state = table.prepare_binary(qw)
+    else:
+        qw = random_additive(d_out, d_in, *((2, 8), (1, 16))[seed % 2], seed=seed, device=DEVICE, n_outliers=2)
+        state = additive.prepare(qw)
+    x = xs(m, d_in, seed)
+    run = additive.run if fmt == "additive" else table.run
+    check(qw, run(state, x), x)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.sampled_from([1, 2, 3, 4]), st.integers(1, 9), st.integers(1, 4), st.integers(0, 2**20))
+def test_pack_planes_round_trip(bits: int, n: int, k32: int, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, 1 << bits, (n, 32 * k32), generator=g)
+    back, shift = torch.zeros_like(codes), 0
+    for w, plane in zip(common.PLANES[bits], common.pack_planes(codes, bits), strict=True):
+        assert plane.shape == (32 * k32 * w // 32, n) and plane.dtype == torch.int32
+        per = 32 // w
+        v = plane.long() & 0xFFFFFFFF
+        part = (v[:, None, :] >> (w * torch.arange(per))[None, :, None]) & ((1 << w) - 1)
+        back |= part.reshape(32 * k32, n).T << shift
+        shift += w
+    assert torch.equal(back, codes)
+
+
+@pytest.mark.parametrize("shape", [(4096, 4096), (11008, 4096), (4096, 11008), (576, 576), (1536, 576)])
+def test_configs_cover_model_shapes(shape: tuple[int, int]) -> None:
+    """Every kernel has launch configurations for the benchmark and SmolLM2 shapes (no launch)."""
+    d_out, d_in = shape
+    for m in (1, 16, 64):
+        for gs in (32, 64, 128):
+            if d_in % gs == 0:
+                ok = lambda bk: bk % gs == 0 or gs % bk == 0  # noqa: E731
+                assert common.candidates(m, d_in, ok)
+        assert common.candidates(m, (d_in // 8 + 7) // 8 * 64, lambda bk: bk >= 64)
+
+
+@cuda
+@pytest.mark.parametrize("fmt", ["uniform", "table", "binary", "additive"])
+def test_quant_linear_selects_triton_on_cuda(fmt: str) -> None:
+    """Through QuantLinear and the kernel table: the Triton kernel is chosen for CUDA inputs of 1..64
+    rows and matches the reference; tuned configurations (default path) included."""
+    builders = {"uniform": lambda: random_uniform(256, 512, 4, 128, 0, act_order=True, n_outliers=20),
+                "table": lambda: random_table(256, 512, random_widths(512, (2, 3, 4)), 0, n_outliers=20),
+                "binary": lambda: random_binary(256, 512, 3, 128, 0),
+                "additive": lambda: random_additive(256, 512, 2, 8, 0, n_outliers=20)}
+    qw = builders[fmt]()
+    ql = QuantLinear.from_qweight(qw).cuda()
+    assert select(ql.meta, "cuda", 1).name == f"triton_{fmt}"
+    for m in (1, 16, 64):
+        x = torch.randn(m, 512, device="cuda").half()
+        check(qw, ql(x), x)
+    assert select(ql.meta, "cuda", 65).name == "reference"
+
+
+def test_table_without_cuda_falls_back() -> None:
+    """On the CPU the Triton entries never qualify (device ``cuda``)."""
+    qw = random_uniform(8, 64, 4, 32)
+    assert not select(QuantLinear.from_qweight(qw).meta, "cpu", 2).name.startswith("triton")
