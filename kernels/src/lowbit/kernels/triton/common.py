@@ -26,13 +26,14 @@ after its main loop: no second launch, a few gathers per row.
 before each repetition, so the data come from memory as in decoding), timing the whole launch
 (zeroing and casting of split-K outputs included, which ``triton.autotune`` would not see), and keeps
 the fastest in a process-wide dict: tuned once per process and GPU, not persisted. Under Triton's
-interpreter (CPU tensors) the first candidate is used.
+interpreter (CPU tensors), or with ``LOWBIT_TRITON_TUNE=0``, the first candidate is used.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -198,13 +199,12 @@ class Config:
     num_stages: int = 3
 
 
-# (BLOCK_N, BLOCK_K, SPLIT_K, warps): GEMV shapes want many programs and long K tiles; dot shapes fewer.
-GEMV_CONFIGS = [Config(64, 128, 1, 4), Config(128, 128, 1, 4), Config(64, 256, 1, 4), Config(32, 256, 1, 4),
-                Config(64, 128, 2, 4), Config(64, 256, 4, 4), Config(128, 128, 4, 4), Config(128, 64, 2, 4),
-                Config(64, 128, 8, 4), Config(256, 64, 4, 8), Config(128, 256, 2, 8), Config(32, 128, 4, 2)]
-DOT_CONFIGS = [Config(64, 64, 1, 4), Config(64, 128, 2, 4), Config(128, 64, 4, 4), Config(64, 128, 4, 4),
-               Config(128, 128, 1, 8), Config(32, 128, 4, 4), Config(64, 64, 4, 4), Config(128, 64, 1, 4),
-               Config(64, 32, 8, 4)]
+# (BLOCK_N, BLOCK_K, SPLIT_K, warps). GEMV shapes want many programs and long K tiles, dot shapes
+# fewer; the lists are short because every configuration is one more compilation per kernel variant.
+GEMV_CONFIGS = [Config(64, 128, 1, 4), Config(128, 128, 1, 4), Config(64, 256, 1, 4), Config(64, 128, 4, 4),
+                Config(128, 128, 4, 4), Config(64, 256, 4, 4), Config(128, 64, 8, 4), Config(256, 128, 2, 8)]
+DOT_CONFIGS = [Config(64, 64, 1, 4), Config(64, 128, 2, 4), Config(128, 64, 4, 4), Config(64, 64, 4, 4),
+               Config(32, 128, 8, 4)]
 
 
 def block_m(m: int) -> int:
@@ -228,7 +228,7 @@ _BEST: dict[tuple, Config] = {}
 
 def choose(key: tuple, configs: Sequence[Config], launch: Callable[[Config], object], device: torch.device) -> Config:
     """The fastest of ``configs`` for ``key`` on this GPU (timed once per process), the first on the CPU."""
-    if device.type != "cuda" or len(configs) == 1:
+    if device.type != "cuda" or len(configs) == 1 or os.environ.get("LOWBIT_TRITON_TUNE") == "0":
         return configs[0]
     full = (*key, torch.cuda.get_device_name(device))
     best = _BEST.get(full)
