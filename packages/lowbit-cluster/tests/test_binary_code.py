@@ -44,6 +44,45 @@ def test_exact_fit_matches_brute_force(seed: int, km: tuple[int, int], integer_l
     assert (fit.alphas >= 0).all() and (fit.alphas[:, :-1] >= fit.alphas[:, 1:]).all()
 
 
+ORDERS = {1: [[0, 1]], 2: [[0, 1, 2, 3]], 3: [[0, 1, 2, 3, 4, 5, 6, 7], [0, 1, 2, 4, 3, 5, 6, 7]]}
+
+
+def every_cut(c: torch.Tensor, k: int, L: torch.Tensor) -> float:
+    """No pruning: least squares on every monotone cut of the levels, in both code orders of k = 3
+    (the module docstring's enumeration, written independently)."""
+    m, K = len(c), 1 << k
+    V = torch.cat([torch.ones(K, 1, dtype=torch.float64), code_signs(k)], 1)
+    cuts = itertools.combinations_with_replacement(range(m + 1), K - 1)
+    runs = torch.tensor([sum(([j] * (b - a) for j, (a, b) in enumerate(zip((0, *t), (*t, m), strict=True))), [])
+                         for t in cuts])  # (n, m) the run of each level
+    sw = c.sqrt()
+    best = float("inf")
+    for order in ORDERS[k]:
+        A = V[torch.tensor(order)[runs]] * sw[:, None]  # (n, m, k + 1)
+        sol = torch.linalg.lstsq(A, (L * sw).expand(A.shape[0], m)[..., None], driver="gelsd").solution
+        best = min(best, float(((A @ sol)[..., 0] - L * sw).pow(2).sum(1).min()))
+    return best
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**31 - 1), km=st.sampled_from([(2, 9), (2, 12), (3, 6), (3, 8)]),
+       integer_levels=st.booleans(), chunk=st.sampled_from([1 << 22, 97]))
+def test_pruned_fit_matches_every_cut(seed: int, km: tuple[int, int], integer_levels: bool, chunk: int) -> None:
+    """The bound-and-prune search equals the unpruned enumeration on a batch of histograms with
+    zeros, heavy tails (weights over six decades) and, off the integer grid, repeated levels."""
+    k, m = km
+    g = torch.Generator().manual_seed(seed)
+    c = 10 ** (6 * torch.rand(3, m, generator=g, dtype=torch.float64) - 3)
+    c = c * (torch.rand(3, m, generator=g) > torch.tensor([[0.0], [0.3], [0.6]]))  # different used-level counts
+    L = torch.arange(m, dtype=torch.float64)
+    if not integer_levels:
+        L = torch.randn(m, generator=g, dtype=torch.float64).sort().values
+        L[m // 2] = L[m // 2 - 1]
+    fit = fit_binary_code(c, k, L, chunk=chunk)
+    for p in range(3):
+        assert float(fit.error[p]) == pytest.approx(every_cut(c[p], k, L), rel=1e-9, abs=1e-12 * float(c[p].sum()))
+
+
 def test_exact_fit_is_batched_and_exact_on_representable_levels() -> None:
     counts = torch.rand(5, 8, dtype=torch.float64) + 0.1
     fit = fit_binary_code(counts, 3)  # 0..7 = 3.5 + 2 s1 + 1 s2 + 0.5 s3
