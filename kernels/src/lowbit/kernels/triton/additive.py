@@ -58,10 +58,6 @@ class AdditiveState:
     bits: int
     shape: tuple[int, int]
 
-    def to(self, device: torch.device) -> AdditiveState:
-        return AdditiveState(self.codes.to(device), self.codebooks.to(device), self.scales.to(device),
-                             None if self.outliers is None else self.outliers.to(device), self.n_codebooks,
-                             self.bits, self.shape)
 
 
 def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> AdditiveState:

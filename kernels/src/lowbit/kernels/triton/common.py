@@ -83,8 +83,6 @@ class Outliers:
     cols: Tensor  # (nnz,) int16, unsigned columns < 65536
     delta: Tensor  # (nnz,) fp16: outlier value minus the quantized grid value it replaces
 
-    def to(self, device: torch.device) -> Outliers:
-        return Outliers(self.indptr.to(device), self.cols.to(device), self.delta.to(device))
 
 
 def outliers_csr(rows: Tensor, cols: Tensor, delta: Tensor, n_rows: int) -> Outliers:

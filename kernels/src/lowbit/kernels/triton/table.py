@@ -69,9 +69,6 @@ class Segment:
     k: int  # columns in the segment (before padding)
     k_pad: int
 
-    def to(self, device: torch.device) -> Segment:
-        return Segment(self.bits, [p.to(device) for p in self.planes], self.tables.to(device),
-                       None if self.cols is None else self.cols.to(device), self.k, self.k_pad)
 
 
 @dataclass
@@ -83,9 +80,6 @@ class TableState:
     group_size: int  # TGS: 1 for per-column tables, g for binary codes
     shape: tuple[int, int]
 
-    def to(self, device: torch.device) -> TableState:
-        return TableState([s.to(device) for s in self.segments],
-                          None if self.outliers is None else self.outliers.to(device), self.group_size, self.shape)
 
 
 def prepare_table(qw: QuantizedWeight, device: torch.device | str | None = None) -> TableState:

@@ -60,11 +60,6 @@ class UniformState:
     group_size: int
     shape: tuple[int, int]
 
-    def to(self, device: torch.device) -> UniformState:
-        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return UniformState([p.to(device) for p in self.planes], self.scales.to(device), self.zeros.to(device),
-                            mv(self.perm), None if self.outliers is None else self.outliers.to(device), self.bits,
-                            self.group_size, self.shape)
 
 
 def group_perm(qw: QuantizedWeight) -> Tensor | None:
