@@ -1,6 +1,11 @@
 """GPTQ (arXiv 2210.17323): uniform min-max grids with Hessian error feedback.
 
     python recipes/gptq.py --bits 3 --group-size 64
+    python recipes/gptq.py --bits 4 --act-bits 8 --act-granularity token     # W4A8, per-token activations
+
+With ``--act-bits``, each block's linear inputs are fake-quantized after its weights are (the
+Hessians are of the unquantized inputs to the block, which come from the already-quantized blocks
+with their quantized activations), and stay so for the next blocks and the evaluation.
 """
 
 from __future__ import annotations
@@ -10,12 +15,12 @@ import sys
 from typing import Any
 
 from lowbit.core.hf import BlockContext
-from lowbit.core.recipe import RecipeConfig, arg, codes_only, main, quantize_linears, run_recipe
+from lowbit.core.recipe import ActQuantConfig, arg, codes_only, main, quantize_linears, run_recipe
 from lowbit.recon import UniformColumnQuantizer, hessian_error, quantize_weight, round_to_nearest
 
 
 @dataclasses.dataclass(frozen=True)
-class GPTQConfig(RecipeConfig):
+class GPTQConfig(ActQuantConfig):
     """GPTQ: uniform grids per row (and group) with error feedback."""
 
     act_order: bool = arg(True, "process columns by decreasing Hessian diagonal")
@@ -41,7 +46,9 @@ def run(cfg: GPTQConfig) -> dict[str, Any]:
         return r.Q, r.qweight
 
     def block(ctx: BlockContext):
-        return quantize_linears(ctx, layer)
+        made = quantize_linears(ctx, layer)
+        cfg.quantize_activations(ctx)
+        return made
 
     def extra(_: dict[str, Any]) -> dict[str, Any]:
         if not errors:
@@ -49,7 +56,8 @@ def run(cfg: GPTQConfig) -> dict[str, Any]:
         return {"layer_errors": {"gptq_le_rtn": sum(g <= r for g, r in errors), "layers": len(errors),
                                  "gptq_over_rtn": [g / r for g, r in errors]}}
 
-    return run_recipe(cfg, "gptq", block, paper_bits=codes_only, extra=extra)
+    name = "gptq" if cfg.act_bits is None else f"gptq_{cfg.act_label}"
+    return run_recipe(cfg, name, block, paper_bits=codes_only, extra=extra)
 
 
 if __name__ == "__main__":

@@ -38,20 +38,17 @@ import torch
 from torch import Tensor
 from torch.nn.utils import parametrize
 
-from lowbit.core.actquant import calibrate_absmax, check_act_bits, install_act_quant
-from lowbit.core.hf import BlockContext, forward_block
-from lowbit.core.recipe import RecipeConfig, arg, codes_only, main, run_recipe
+from lowbit.core.hf import BlockContext
+from lowbit.core.recipe import ActQuantConfig, arg, codes_only, main, run_recipe
 from lowbit.recon import LRQWeight, block_error, finetune_block, split_batches
 
 VAL_FRACTION = 0.125
 
 
 @dataclasses.dataclass(frozen=True)
-class LRQConfig(RecipeConfig):
+class LRQConfig(ActQuantConfig):
     """LRQ: low-rank weight-scaling matrices learned by block reconstruction (FlexRound with --full-rank)."""
 
-    act_bits: int | None = arg(None, "activation bits of the linear inputs (omit: weight-only, e.g. W4A16)")
-    act_granularity: str = arg("token", "activation scales: tensor (static, calibrated) or token (dynamic)")
     rank: int = arg(144, "rank k of L (d_out x k) and U (k x d_in); the reference's 1024 of 4096 is a "
                          "quarter of the smaller dimension, i.e. 144 of SmolLM2's 576")
     full_rank: bool = arg(False, "FlexRound: a full d_out x d_in scaling matrix instead of L U")
@@ -66,8 +63,6 @@ class LRQConfig(RecipeConfig):
         self.integer_bits()
         if self.groups is not None:
             raise ValueError("LRQ stores one grid per row; omit --group-size (or give 0)")
-        if self.act_bits is not None:
-            check_act_bits(self.act_bits, self.act_granularity)
         if not self.full_rank and self.rank < 1:
             raise ValueError(f"--rank must be at least 1, got {self.rank} (or use --full-rank)")
         if self.steps < 0 or self.patience < 1:
@@ -94,10 +89,7 @@ def epochs(steps: int, n_batches: int) -> int:
 def quantize_block(ctx: BlockContext, cfg: LRQConfig) -> dict[str, Any]:
     """Activation hooks (kept), LRQ parametrizations, block reconstruction, baked per-row weights."""
     t = time.perf_counter()
-    if cfg.act_bits is not None:
-        amax = calibrate_absmax(ctx.linears, lambda: forward_block(ctx.block, ctx.inputs)) \
-            if cfg.act_granularity == "tensor" else None
-        install_act_quant(ctx.linears, cfg.act_bits, cfg.act_granularity, amax)
+    cfg.quantize_activations(ctx)
     params: list[Tensor] = []
     for i, lin in enumerate(ctx.linears.values()):
         q = LRQWeight(lin.weight, cfg.integer_bits(), None if cfg.full_rank else cfg.rank, seed=cfg.seed + i)

@@ -5,6 +5,7 @@
 #   JOBS: one job a line, "NAME recipes/METHOD.py ARGS..."; each writes NAME.json and logs/NAME.log in a
 #   work folder; everything ends up in OUTDIR/results.tgz alone (the GPU machine returns few files).
 # DEADLINE (seconds, default 560) stops what is still running, so the results so far come back.
+# A job's own --batch-size/--eval-batch-size win over these defaults (LRQ trains on batches of 2).
 # BATCH (calibration forward batch, default 16) and EVAL_BATCH (default 2) keep each job near 3 GB of
 # GPU memory, so eight fit side by side (up to 9 GB each; batch 32 and eval batch 8 take 13 GB).
 # Timings printed by jobs that ran side by side are contended: take speed figures from solo runs.
@@ -18,7 +19,7 @@ python3 -c "from lowbit.core.models import default_model_dir; default_model_dir(
 grep -v '^\s*\(#\|$\)' "$jobs" | timeout "${DEADLINE:-560}" xargs -P "$par" -L 1 bash -c '
   name=$0; cmd=("$@")
   start=$(date +%s)
-  python3 "$ROOT/${cmd[0]}" "${cmd[@]:1}" --eval-batch-size "$EVAL_BATCH" --batch-size "$BATCH" --json "$OUT_DIR/$name.json" \
+  python3 "$ROOT/${cmd[0]}" --eval-batch-size "$EVAL_BATCH" --batch-size "$BATCH" "${cmd[@]:1}" --json "$OUT_DIR/$name.json" \
     > "$OUT_DIR/logs/$name.log" 2>&1
   rc=$?
   echo "$name rc=$rc $(( $(date +%s) - start ))s" \

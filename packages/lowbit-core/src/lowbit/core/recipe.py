@@ -27,12 +27,13 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 import torch
 from torch import Tensor
 
+from .actquant import calibrate_absmax, check_act_bits, install_act_quant
 from .bits import BitReport, model_bit_report
 from .checkpoint import CheckpointWriter, check_destination
 from .data import calibration_windows, eval_windows, load_text, tokenize
 from .eval import perplexity
 from .formats import QuantizedWeight
-from .hf import BlockContext, block_linears, decoder_blocks, load_model, run_sequential
+from .hf import BlockContext, block_linears, decoder_blocks, forward_block, load_model, run_sequential
 from .uniform import check_width
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,38 @@ class RecipeConfig:
     def groups(self) -> int | None:
         """``group_size`` with 0 meaning per-row (None)."""
         return self.group_size or None
+
+
+@dataclasses.dataclass(frozen=True)
+class ActQuantConfig(RecipeConfig):
+    """A recipe that can also quantize the inputs of the linears it quantizes (weight-activation
+    settings such as W4A8 and W8A8; :mod:`lowbit.core.actquant`)."""
+
+    act_bits: int | None = arg(None, "activation bits of the linear inputs (omit: weight-only, e.g. W4A16)")
+    act_granularity: str = arg("token", "activation scales: tensor (static, calibrated) or token (dynamic)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.act_bits is not None:
+            check_act_bits(self.act_bits, self.act_granularity)
+
+    def quantize_activations(self, ctx: BlockContext) -> None:
+        """Fake-quantize the inputs of ``ctx.linears`` from now on (hooks stay for the next blocks'
+        calibration and for evaluation); per-tensor scales are the largest ``|x|`` of each linear's
+        input over the block's calibration inputs. Nothing without ``--act-bits``.
+
+        The block's statistics (``ctx.stats``, e.g. GPTQ's Hessians) were collected before, on
+        unquantized inputs to this block."""
+        if self.act_bits is None:
+            return
+        amax = calibrate_absmax(ctx.linears, lambda: forward_block(ctx.block, ctx.inputs)) \
+            if self.act_granularity == "tensor" else None
+        install_act_quant(ctx.linears, self.act_bits, self.act_granularity, amax)
+
+    @property
+    def act_label(self) -> str:
+        """``a16`` weight-only, else e.g. ``a8_token``."""
+        return f"a{self.act_bits}_{self.act_granularity}" if self.act_bits else "a16"
 
 
 def _unwrap(tp: Any) -> tuple[Any, bool]:
