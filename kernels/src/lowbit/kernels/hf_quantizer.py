@@ -114,8 +114,12 @@ def register() -> None:
                                                  **kwargs: Any) -> None:
             from .quant_linear import QuantLinear, replace_linears
 
-            if not checkpoint_files:
-                raise CheckpointError("a lowbit checkpoint loads from its safetensors files; none were given")
+            if not checkpoint_files:  # transformers versions that do not pass them: the config's directory
+                root = Path(getattr(model.config, "name_or_path", "") or ".")
+                if not (root / INDEX).is_file():
+                    raise CheckpointError("a lowbit checkpoint loads from its safetensors files; none were given")
+                files = json.loads((root / INDEX).read_text())["metadata"]["files"]
+                checkpoint_files = [str(root / f) for f in files]
             specs = safetensors_specs(checkpoint_files)
             index = Path(checkpoint_files[0]).parent / INDEX
             if index.is_file():  # every tensor the index lists must be in the shards
