@@ -276,7 +276,7 @@ def peers_section(rep: Report, d_out: int, d_in: int, m: int, device: torch.devi
     for name, make, dtype in peers:
         try:
             first = make()
-            fns = [first] + [make()[0] for _ in range(n_copies(first[1], l2) - 1)]
+            fns = [first[0]] + [make()[0] for _ in range(n_copies(first[1], l2) - 1)]
             x = torch.randn(m, d_in, device=device).to(dtype)
             us, graphed = timer([lambda f=f: f(x) for f in fns])
             floor = 1e6 * (first[1] + io_bytes) / bw

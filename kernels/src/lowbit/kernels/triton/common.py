@@ -140,10 +140,13 @@ def load_x(X, stride_xm, offs_m, m_mask, offs_k, K, PERM, HAS_PERM: tl.constexpr
         cols = tl.load(PERM + offs_k)
     else:
         cols = offs_k
+    # one return after a static if (Triton rejects returns of different shapes in its branches)
     if BLOCK_M == 1:
-        return tl.load(X + offs_m[None, :] * stride_xm + cols[:, None], mask=k_ok[:, None] & m_mask[None, :],
-                       other=0.0)
-    return tl.load(X + offs_m[:, None] * stride_xm + cols[None, :], mask=m_mask[:, None] & k_ok[None, :], other=0.0)
+        x = tl.load(X + offs_m[None, :] * stride_xm + cols[:, None], mask=k_ok[:, None] & m_mask[None, :],
+                    other=0.0)
+    else:
+        x = tl.load(X + offs_m[:, None] * stride_xm + cols[None, :], mask=m_mask[:, None] & k_ok[None, :], other=0.0)
+    return x
 
 
 @triton.jit
