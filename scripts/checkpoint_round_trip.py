@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lowbit.core.recipe import versions
 
-    torch.set_flush_denormal(True)  # see scripts/checkpoint_sizes.py: the CPU GPTQ loop, about 6x
+    torch.set_flush_denormal(True)  # see scripts/checkpoint_sizes.py (the CPU GPTQ loop)
     common = ["--nsamples", str(args.nsamples), "--seqlen", str(args.seqlen), "--eval-seqlen", str(args.eval_seqlen),
               "--eval-windows", str(args.eval_windows), "--device", "cpu"]
     common += ["--model", args.model] if args.model else []

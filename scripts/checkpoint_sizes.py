@@ -10,9 +10,9 @@ files, and compares the layers' data with ``bits_per_weight x n_weights / 8`` fr
 function, and the whole with the model in fp16 (every parameter at 2 bytes, tied ones once).
 Checkpoints go to a temporary directory and are deleted unless ``--keep DIR``.
 
-Denormal floats are flushed to zero for the run (``torch.set_flush_denormal``): on this CPU the GPTQ
-loop's rank-1 updates meet denormals and run about 6x slower without it (19 s against 3 s for two
-SmolLM2 blocks); sizes do not depend on it.
+Denormal floats are flushed to zero for the run (``torch.set_flush_denormal``): in one profile of GPTQ
+on two SmolLM2 blocks on the 2-core development machine the rank-1 updates took 19 s without it and
+3 s with it (a shared machine: indicative, not a benchmark); sizes do not depend on it.
 """
 
 from __future__ import annotations
