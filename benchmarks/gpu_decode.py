@@ -3,6 +3,11 @@
 
     python benchmarks/gpu_decode.py --json gpu_decode.json [--model DIR] [--tokens 128]
 
+Without ``--model`` the model is SmolLM2-135M's architecture (its Llama config: 30 blocks, hidden 576,
+MLP 1536, 9 heads, 3 KV heads, vocabulary 49,152, tied embeddings) with random weights, so the
+benchmark needs no checkpoint on the GPU machine; every linear is replaced by a random packed weight
+anyway.
+
 Every linear of the decoder blocks (q, k, v, o, gate, up, down; not the tied LM head) is replaced by a
 ``QuantLinear`` of a random weight of its shape in the format (``lowbit.kernels.triton.random_weights``:
 speed does not depend on the values, so the text generated is meaningless). Uniform and binary use
@@ -27,6 +32,10 @@ from lowbit.core.formats import QuantizedWeight
 from lowbit.core.hf import block_linears, decoder_blocks, load_model
 from lowbit.kernels import quantize_model_layers
 from lowbit.kernels.triton import random_weights as rw
+
+SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                    num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
+                    rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True)
 
 FORMATS: dict[str, Callable[[int, int, int], QuantizedWeight]] = {
     "uniform4 g64": lambda o, i, s: rw.random_uniform(o, i, 4, 64, s, "cuda"),
@@ -53,6 +62,14 @@ def decode_tokens_per_second(model: nn.Module, prompt: torch.Tensor, tokens: int
     return tokens / (time.perf_counter() - t)
 
 
+def smollm2_random() -> nn.Module:
+    """SmolLM2-135M's architecture with random weights (no checkpoint needed)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(**SMOLLM2_135M))
+
+
 def random_layers(model: nn.Module, make: Callable[[int, int, int], QuantizedWeight]) -> dict[str, QuantizedWeight]:
     """A random weight of the format for every linear of every decoder block, by model-level name."""
     prefix = next(n for n, m in model.named_modules() if m is decoder_blocks(model))
@@ -65,7 +82,8 @@ def random_layers(model: nn.Module, make: Callable[[int, int, int], QuantizedWei
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="Hugging Face checkpoint directory (default: SmolLM2-135M)")
+    p.add_argument("--model", default=None, help="Hugging Face checkpoint directory (default: SmolLM2-135M's "
+                                                 "architecture with random weights)")
     p.add_argument("--tokens", type=int, default=128)
     p.add_argument("--only", default=None, help="comma-separated format names")
     p.add_argument("--json", default=None)
@@ -77,7 +95,7 @@ def main() -> None:
     prompt = torch.randint(0, 1000, (1, 32), device="cuda")
     rows = []
     for fmt in ["fp16", *(a.only.split(",") if a.only else FORMATS)]:
-        model, _ = load_model(a.model)
+        model = load_model(a.model)[0] if a.model else smollm2_random()
         model = model.half().cuda().eval()
         kernel = "torch fp16"
         if fmt != "fp16":
