@@ -52,8 +52,8 @@ def xs(m: int, k: int, seed: int) -> torch.Tensor:
     return torch.randn(m, k, generator=g).half().to(DEVICE)
 
 
-# GEMV (one and two K splits) and tl.dot (batches) paths
-PATHS = [(1, Config(32, 128, 1)), (1, Config(64, 64, 2)), (5, Config(32, 64, 1)), (19, Config(64, 64, 2))]
+# GEMV (one block per iteration, and several with masked tail blocks) and tl.dot (batches) paths
+PATHS = [(1, Config(32, 16)), (1, Config(8, 128)), (5, Config(32, 32)), (19, Config(64, 64))]
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])
@@ -83,12 +83,12 @@ def test_uniform_second_order() -> None:
     stats = random_uniform(4, 32, 3, 16, seed=2, device=DEVICE)  # (n_groups, d_out) statistics
     qw = dataclasses.replace(qw, scales=None, second_order={"scales": stats})
     x = xs(3, 128, 0)
-    check(qw, uniform.run(uniform.prepare(qw), x, Config(32, 64, 2)), x)
+    check(qw, uniform.run(uniform.prepare(qw), x, Config(32, 64)), x)
 
 
 @pytest.mark.parametrize("widths", [4, 3, (1, 2, 3, 4), (2, 4)])
 def test_table_paths(widths: int | tuple[int, ...]) -> None:
-    bits = widths if isinstance(widths, int) else random_widths(200 if len(widths) > 2 else 256, widths, 3, DEVICE)
+    bits = widths if isinstance(widths, int) else random_widths(160 if len(widths) > 2 else 256, widths, 3, DEVICE)
     d_in = 256 if isinstance(widths, int) else bits.numel()
     qw = random_table(36, d_in, bits, seed=4, device=DEVICE, n_outliers=7)
     state = table.prepare_table(qw)
@@ -111,7 +111,7 @@ def test_binary_paths(bits: int, act_order: bool) -> None:
 def test_additive_paths(m_b: tuple[int, int]) -> None:
     qw = random_additive(40, 200, *m_b, seed=5, device=DEVICE, n_outliers=6)
     state = additive.prepare(qw)
-    for m, config in [(1, Config(32, 64, 1)), (1, Config(64, 64, 2)), (4, Config(32, 64, 1)), (17, Config(64, 64, 2))]:
+    for m, config in [(1, Config(32, 16)), (1, Config(8, 128)), (4, Config(32, 32)), (17, Config(64, 64))]:
         x = xs(m, 200, m)
         check(qw, additive.run(state, x, config), x)
 
@@ -136,31 +136,59 @@ def test_lookup_property(fmt: str, d_out: int, k32: int, m: int, seed: int) -> N
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.sampled_from([1, 2, 3, 4]), st.integers(1, 9), st.integers(1, 4), st.integers(0, 2**20))
-def test_pack_planes_round_trip(bits: int, n: int, k32: int, seed: int) -> None:
+@given(st.sampled_from([1, 2, 3, 4]), st.integers(1, 9), st.sampled_from([32, 64, 128]), st.integers(1, 3),
+       st.integers(0, 2**20))
+def test_pack_codes_round_trip(bits: int, n: int, kb: int, n_blocks: int, seed: int) -> None:
+    """Word ``j`` of block ``b`` holds input ``b KB + i WB + j`` at bit ``i w`` of each plane."""
     g = torch.Generator().manual_seed(seed)
-    codes = torch.randint(0, 1 << bits, (n, 32 * k32), generator=g)
+    k = kb * n_blocks
+    codes = torch.randint(0, 1 << bits, (n, k), generator=g)
+    per = common.PER[bits]
+    wb = kb // per
     back, shift = torch.zeros_like(codes), 0
-    for w, plane in zip(common.PLANES[bits], common.pack_planes(codes, bits), strict=True):
-        assert plane.shape == (32 * k32 * w // 32, n) and plane.dtype == torch.int32
-        per = 32 // w
-        v = plane.long() & 0xFFFFFFFF
-        part = (v[:, None, :] >> (w * torch.arange(per))[None, :, None]) & ((1 << w) - 1)
-        back |= part.reshape(32 * k32, n).T << shift
+    for w, plane in zip(common.PLANES[bits], common.pack_codes(codes, bits, kb), strict=True):
+        assert plane.shape == (n, k // per) and plane.dtype == (torch.int32 if per * w == 32 else torch.int16)
+        v = plane.long() & ((1 << (per * w)) - 1)
+        part = (v.reshape(n, n_blocks, 1, wb) >> (w * torch.arange(per))[None, None, :, None]) & ((1 << w) - 1)
+        back |= part.reshape(n, k) << shift
         shift += w
     assert torch.equal(back, codes)
 
 
-@pytest.mark.parametrize("shape", [(4096, 4096), (11008, 4096), (4096, 11008), (576, 576), (1536, 576)])
-def test_configs_cover_model_shapes(shape: tuple[int, int]) -> None:
-    """Every kernel has launch configurations for the benchmark and SmolLM2 shapes (no launch)."""
+@pytest.mark.parametrize("shape", [(4096, 4096), (11008, 4096), (4096, 11008), (576, 576), (192, 576), (1536, 576),
+                                   (576, 1536)])
+def test_tiles_cover_model_shapes(shape: tuple[int, int]) -> None:
+    """Every configuration tiles the benchmark and SmolLM2 shapes (no launch): blocks divide K, a power
+    of two of them per iteration, at least 16 inputs per shift for ``tl.dot``."""
     d_out, d_in = shape
-    for m in (1, 16, 64):
-        for gs in (32, 64, 128):
-            if d_in % gs == 0:
-                ok = lambda bk: bk % gs == 0 or gs % bk == 0  # noqa: E731
-                assert common.candidates(m, d_in, ok)
-        assert common.candidates(m, (d_in // 8 + 7) // 8 * 64, lambda bk: bk >= 64)
+    for gs in (32, 64, 128, d_in):
+        if d_in % gs:
+            continue
+        kb = common.block_size(d_in, gs)
+        assert d_in % kb == 0 and gs % kb == 0
+        for m in (1, 16, 64):
+            for c in common.candidates(m):
+                for bits in (1, 2, 3, 4):
+                    per = common.PER[bits]
+                    gpi = common.blocks_per_iter(c, per, kb, d_in // kb, m)
+                    assert gpi & (gpi - 1) == 0 and (m == 1 or gpi * kb // per >= 16)
+
+
+@pytest.mark.parametrize("fmt", ["uniform", "table", "additive"])
+def test_smollm2_kv_shape(fmt: str) -> None:
+    """A SmolLM2 k/v projection (192 x 576: 4.5 blocks of 128, 9 of 64) through the default configuration."""
+    if fmt == "uniform":
+        qw = random_uniform(192, 576, 4, 64, seed=3, device=DEVICE, n_outliers=30)
+        state, run = uniform.prepare(qw), uniform.run
+    elif fmt == "table":
+        qw = random_table(192, 576, 3, seed=3, device=DEVICE)
+        state, run = table.prepare_table(qw), table.run
+    else:
+        qw = random_additive(192, 576, 2, 8, seed=3, device=DEVICE)
+        state, run = additive.prepare(qw), additive.run
+    for m in (1, 3) if fmt == "uniform" else (1,):
+        x = xs(m, 576, m)
+        check(qw, run(state, x), x)
 
 
 @cuda

@@ -1,12 +1,15 @@
 """Additive codebooks (AQLM, arXiv 2401.06118): ``W_hat[n, 8j:8j+8] = s[n] sum_m C_m[code[n, j, m]]``, g = 8.
 
-Layout built once by :func:`prepare`: the M codes of each (group j, row n) in one int16 word
-``sum_m code_m << (m B)`` (M B <= 16: "2x8" and "1x16", 2 bits per weight), stored ``(d_in / 8, d_out)``
-so a tile's consecutive rows are one coalesced load; codebooks ``(M, 2^B, 8)`` fp16; scales ``(d_out,)``
-fp16, applied once per row after the reduction (``y_n = s_n sum_j <x_j, sum_m C_m[c_njm]>``).
+Layout built once by :func:`prepare`: the M codes of each (row n, group j) in one int16 word
+``sum_m code_m << (m B)`` (M B <= 16: "2x8" and "1x16", 2 bits per weight), stored ``(d_out, d_in / 8)``
+row-major (K-contiguous per output row: a program owning ``BLOCK_N`` rows streams ``BLOCK_N``
+contiguous runs over all of K, no split K); codebooks ``(M, 2^B, 8)`` fp16; scales ``(d_out,)`` fp16,
+applied once per row after the reduction (``y_n = s_n sum_j <x_j, sum_m C_m[c_njm]>``).
 
-The kernel dequantizes by gathering each code's 8-vector (16 contiguous bytes) and reduces against
-``x`` (GEMV) or feeds ``tl.dot`` (batches). For 2x8 the two codebooks are 8 KiB and stay in L1 (the
+The kernel dequantizes by gathering each code's 8-vector (one 16-byte load) into a ``(BLOCK_N,
+BLOCK_J, 8)`` tile in natural input order: a GEMV multiplies it by the ``(BLOCK_J, 8)`` activations
+into an fp32 accumulator of that shape, reduced once after the loop; batches reshape it (no permute)
+to ``(BLOCK_N, 8 BLOCK_J)`` fp16 for ``tl.dot``. For 2x8 the two codebooks are 8 KiB and stay in L1 (the
 AQLM CUDA kernel copies them to shared memory; Triton has no explicit shared-memory gather, L1 serves
 the same role); for 1x16 the 1 MiB codebook is read through L2 as in the AQLM 1x16 kernel.
 
@@ -29,6 +32,7 @@ from torch import Tensor
 from lowbit.core.formats import QuantizedWeight
 
 from .common import (
+    OUT_CHUNK,
     Config,
     Outliers,
     add_outliers,
@@ -36,11 +40,13 @@ from .common import (
     block_m,
     candidates,
     choose,
+    finish,
     grid_outliers,
     load_x,
-    output,
-    pad_cols,
+    mac,
+    outlier_args,
     store_y,
+    zeros_acc,
 )
 
 GROUP = 8
@@ -50,14 +56,13 @@ GROUP = 8
 class AdditiveState:
     """The kernel layout of one additive weight (see the module docstring)."""
 
-    codes: Tensor  # (j_pad, d_out) int16: sum_m code_m << (m B)
+    codes: Tensor  # (d_out, d_in / 8) int16: sum_m code_m << (m B)
     codebooks: Tensor  # (M, 2^B, 8) fp16
     scales: Tensor  # (d_out,) fp16
     outliers: Outliers | None
     n_codebooks: int
     bits: int
     shape: tuple[int, int]
-
 
 
 def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> AdditiveState:
@@ -68,8 +73,6 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Ad
     n_cb, b = qw.codes.shape[-1], int(qw.bits)
     codes = qw.codes.to(dev).long()
     word = sum(codes[..., m] << (m * b) for m in range(n_cb))  # (d_out, J)
-    j = d_in // GROUP
-    word = pad_cols(word, triton.cdiv(j, 8) * 8).T
     word = torch.where(word >= 2**15, word - 2**16, word).to(torch.int16).contiguous()
     return AdditiveState(word, qw.codebooks.to(dev, torch.float16).contiguous(),
                          qw.scales.to(dev, torch.float16).reshape(-1).contiguous(), grid_outliers(qw, dev), n_cb, b,
@@ -77,58 +80,50 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Ad
 
 
 @triton.jit
-def additive_kernel(X, Y, C, CB, S, PTR, OCOL, OVAL, M, N, K, J_PAD, stride_xm,
-                    NCB: tl.constexpr, B: tl.constexpr, HAS_OUT: tl.constexpr, ATOMIC: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
-    """``Y[m, n] (+)= S[n] sum_j <X[m, 8j:8j+8], sum_i CB[i, code_i(j, n)]>`` over this program's K tiles."""
-    BLOCK_J: tl.constexpr = BLOCK_K // 8
+def additive_kernel(X, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm,
+                    NCB: tl.constexpr, B: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, OUT_CHUNK: tl.constexpr):
+    """``Y[m, n] = S[n] sum_j <X[m, 8j:8j+8], sum_i CB[i, code_i(n, j)]>`` for ``BLOCK_N`` rows over all
+    groups, ``BLOCK_J`` groups per iteration."""
     pid_n = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    pid_m = tl.program_id(2)
+    pid_m = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_mask = offs_n < N
+    rows = tl.minimum(offs_n, N - 1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_mask = offs_m < M
+    n_groups = K // 8
     e = tl.arange(0, 8)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for t in range(pid_k, J_PAD // BLOCK_J, SPLIT_K):
-        offs_j = t * BLOCK_J + tl.arange(0, BLOCK_J)
-        c = tl.load(C + offs_j[:, None] * N + offs_n[None, :], mask=n_mask[None, :], other=0).to(tl.int32) & 0xFFFF
-        w = tl.zeros((BLOCK_J, BLOCK_N, 8), dtype=tl.float32)
+    acc = zeros_acc(BLOCK_M, BLOCK_N, BLOCK_J, 8)
+    for j0 in range(0, n_groups, BLOCK_J):
+        jj = j0 + tl.arange(0, BLOCK_J)
+        ok = jj < n_groups
+        c = tl.load(C + rows[:, None] * n_groups + jj[None, :], mask=ok[None, :], other=0).to(tl.int32) & 0xFFFF
+        w = tl.zeros((BLOCK_N, BLOCK_J, 8), dtype=tl.float32)
         for i in tl.static_range(NCB):
             code = (c >> (i * B)) & ((1 << B) - 1)
             w += tl.load(CB + (i << B) * 8 + code[:, :, None] * 8 + e[None, None, :]).to(tl.float32)
-        if BLOCK_M == 1:
-            k = offs_j[:, None] * 8 + e[None, :]
-            x = tl.load(X + offs_m * stride_xm + k, mask=(k < K) & m_mask, other=0.0).to(tl.float32)
-            acc += tl.sum(tl.sum(w * x[:, None, :], axis=2), axis=0)[None, :]
-        else:
-            x = load_x(X, stride_xm, offs_m, m_mask, t * BLOCK_K + tl.arange(0, BLOCK_K), K, X, False, BLOCK_M)
-            w2 = tl.reshape(tl.permute(w, (0, 2, 1)), (BLOCK_K, BLOCK_N))
-            acc = tl.dot(x, w2.to(x.dtype), acc)
-    acc *= tl.load(S + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+        k = jj[:, None] * 8 + e[None, :]
+        x = load_x(X, stride_xm, offs_m, m_mask, k, ok[:, None] & (k < K), X, False)
+        acc = mac(acc, x, w, BLOCK_M, BLOCK_N, BLOCK_J * 8)
+    acc = finish(acc, BLOCK_M) * tl.load(S + rows).to(tl.float32)[None, :]
     if HAS_OUT:
-        acc = add_outliers(acc, X, stride_xm, offs_m, m_mask, offs_n, n_mask, PTR, OCOL, OVAL, pid_k == 0)
-    store_y(Y, acc, offs_m, m_mask, offs_n, n_mask, N, ATOMIC)
+        acc = add_outliers(acc, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
+                           BLOCK_M, BLOCK_N, OUT_CHUNK)
+    store_y(Y, acc, offs_m, m_mask, offs_n, N)
 
 
 def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
     m, (n, k) = x.shape[0], st.shape
     bm = block_m(m)
-    atomic = c.split_k > 1
-    y = output(m, n, atomic, x)
-    o = st.outliers
-    grid = (triton.cdiv(n, c.block_n), c.split_k, triton.cdiv(m, bm))
-    additive_kernel[grid](
-        x, y, st.codes, st.codebooks, st.scales, o.indptr if o else y, o.cols if o else y, o.delta if o else y,
-        m, n, k, st.codes.shape[0], x.stride(0), NCB=st.n_codebooks, B=st.bits, HAS_OUT=o is not None,
-        ATOMIC=atomic, BLOCK_M=bm, BLOCK_N=c.block_n, BLOCK_K=c.block_k, SPLIT_K=c.split_k,
-        num_warps=c.num_warps, num_stages=c.num_stages)
+    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    # one int16 code per 8 weights: half a config word per group keeps the fp32 tiles at the uniform
+    # kernel's size (BLOCK_N x words values)
+    block_j = min(max(2, c.words // 2), triton.next_power_of_2(st.codes.shape[1]))
+    additive_kernel[(triton.cdiv(n, c.block_n), triton.cdiv(m, bm))](
+        x, y, st.codes, st.codebooks, st.scales, *outlier_args(st.outliers, y), m, n, k, x.stride(0),
+        NCB=st.n_codebooks, B=st.bits, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
+        BLOCK_J=block_j, OUT_CHUNK=OUT_CHUNK, num_warps=c.num_warps, num_stages=c.num_stages)
     return y
-
-
-def configs(st: AdditiveState, m: int) -> list[Config]:
-    return candidates(m, st.codes.shape[0] * GROUP, lambda bk: bk >= 64)
 
 
 def run(st: AdditiveState, x: Tensor, config: Config | None = None) -> Tensor:
@@ -138,5 +133,5 @@ def run(st: AdditiveState, x: Tensor, config: Config | None = None) -> Tensor:
     if config is None:
         key = ("additive", *st.shape, st.n_codebooks, st.bits, st.outliers is not None, block_m(xa.shape[0]),
                xa.dtype)
-        config = choose(key, configs(st, xa.shape[0]), lambda c: _launch(st, xa, c), xa.device)
+        config = choose(key, candidates(xa.shape[0]), lambda c: _launch(st, xa, c), xa.device)
     return _launch(st, xa, config).to(x.dtype)

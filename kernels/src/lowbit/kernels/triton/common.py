@@ -1,41 +1,47 @@
-"""Pieces shared by the Triton kernels: bit-plane code layout, activation loads, the multiply-accumulate,
-sparse outliers in the same pass, the output store, and the per-process configuration tuner.
+"""Pieces shared by the Triton kernels: the block-interleaved code layout, code unpacking, activation
+loads, sparse outliers in the same pass, and the per-process configuration tuner.
 
-**Codes: bit planes packed along the inputs.** A b-bit code is split into power-of-two planes
-(:data:`PLANES`: 1 -> 1, 2 -> 2, 3 -> 2 + 1, 4 -> 4); plane p of width w holds ``32 / w`` codes per
-int32 word, packed along the input dimension: word ``(k // (32/w), n)`` of a ``(K w / 32, N)`` int32
-tensor, code of input k at bit ``w (k mod 32/w)``. Consecutive output rows n are consecutive words,
-so a tile's loads are coalesced (the K-major ``qweight`` layout of the GPTQ CUDA/Triton kernels,
-arXiv 2210.17323). 3 bits are exactly 3 bits per weight (a 2-bit and a 1-bit plane, two loads of whole
-words) rather than 10 codes per word (3.2 bits) or a 96-bit stream of 32 codes in 3 words (codes
-straddling words): no straddling and the unpacking of every width is the same shift-and-mask.
+**Codes: words along the inputs of each output row, interleaved per block.** A b-bit code matrix
+``(N, K)`` is cut along K into blocks of ``KB`` inputs (a power of two dividing 128 and the group
+size). Each block of a row is ``WB = KB / PER`` words, ``PER`` codes per word (:data:`PER`: 32 / b,
+and 16 for 3 bits); word ``j`` of block ``b`` holds the code of input ``k = b KB + i WB + j`` at bit
+``i w`` (``i = 0 .. PER - 1``). Words are stored ``(N, K / PER)`` row-major: a row's words are
+contiguous (``K``-contiguous per output row, as in GemLite and Marlin's GEMV layout), so a program
+owning ``BLOCK_N`` rows streams ``BLOCK_N`` contiguous runs. Shift ``i`` of a ``(BLOCK_N, GPI, WB)``
+word tile is a ``(BLOCK_N, GPI, WB)`` code tile whose inputs ``b KB + i WB + j`` are contiguous along
+``j``, so unpacking is one shift and mask per code and needs no reshape (no layout conversion): the
+activations for shift ``i`` are a ``(GPI, WB)`` tile of contiguous runs. 3 bits are a 2-bit plane of
+int32 words and a 1-bit plane of int16 words with the same ``PER = 16`` (exactly 3 bits per weight;
+both planes load with the same tile shape).
 
-**Tiles.** A program computes ``y[m-block, n-block]`` over every ``SPLIT_K``-th K-tile of ``BLOCK_K``
-inputs; its partial sums are stored directly (``SPLIT_K = 1``, one launch) or added atomically into a
-zeroed fp32 output (split K, or several launches into one ``y``). A batch of one row is a GEMV
-(broadcast multiply and sum over K in fp32), larger batches use ``tl.dot`` on the dequantized fp16
-tile (``BLOCK_M`` >= 16), fp32 accumulation in both.
+**Tiles.** One program per ``BLOCK_N`` output rows (and ``BLOCK_M`` activation rows) loops over all of
+K, ``GPI`` blocks (``BLOCK_K = GPI KB`` inputs) per iteration; blocks past K are masked (K need not
+be a multiple of ``BLOCK_K``). No split K, no atomics, no zero-fill or cast launches: one launch
+writes ``y`` in the activations' dtype. A batch of one row is a GEMV: an fp32 ``(BLOCK_N, GPI, WB)``
+accumulator gets ``w x`` elementwise, reduced over K once after the loop (no reduction per
+iteration). Larger batches dequantize each shift's tile to fp16 and ``tl.dot`` it (fp32 accumulation).
+Integer codes become floats with the exponent trick ``as_float(q | 0x4B000000) - 2^23`` (two full-rate
+ALU ops instead of the quarter-rate ``I2F`` conversion).
 
-**Sparse outliers in the same pass** (SpQR, arXiv 2306.03078): stored as CSR over output rows (row
-pointers int32, columns int16 read back as unsigned, and ``delta = value - W_grid[r, c]`` in fp16), the
-program that owns output rows ``n`` and the first K split adds ``sum_k delta_k x[c_k]`` for its rows
-after its main loop: no second launch, a few gathers per row.
+**Sparse outliers in the same pass** (SpQR, arXiv 2306.03078): CSR over output rows (row pointers
+int32; per entry its row and column in 16 bits, read back as unsigned, and ``delta = value -
+W_grid[r, c]`` in fp16). After its main loop a program walks the entries of its ``BLOCK_N`` rows in
+chunks of :data:`OUT_CHUNK` (independent gathers of ``x[col]``) and adds them to its rows with a masked
+sum (GEMV) or a ``tl.dot`` against the delta-weighted one-hot ``(chunk, BLOCK_N)`` matrix (batches).
 
-**Tuning.** :func:`choose` times each candidate configuration of a kernel on its first call for a key
-(shape, batch bucket, format parameters, GPU) with ``triton.testing.do_bench`` (which flushes L2
-before each repetition, so the data come from memory as in decoding), timing the whole launch
-(zeroing and casting of split-K outputs included, which ``triton.autotune`` would not see), and keeps
-the fastest in a process-wide dict: tuned once per process and GPU, not persisted. Under Triton's
-interpreter (CPU tensors), or with ``LOWBIT_TRITON_TUNE=0``, the first candidate is used.
+**Tuning.** :func:`choose` times each candidate of a short list (:func:`candidates`) on its first call
+for a key (shape, batch bucket, format parameters, GPU) with ``triton.testing.do_bench`` (which flushes
+L2 before each repetition) and keeps the fastest in a process-wide dict. Under Triton's interpreter
+(CPU tensors), or with ``LOWBIT_TRITON_TUNE=0``, the first candidate is used.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import triton
@@ -47,6 +53,8 @@ from lowbit.core.formats import QuantizedWeight
 log = logging.getLogger(__name__)
 
 PLANES: dict[int, tuple[int, ...]] = {1: (1,), 2: (2,), 3: (2, 1), 4: (4,)}
+PER: dict[int, int] = {1: 32, 2: 16, 3: 16, 4: 8}  # codes per word position
+OUT_CHUNK = 32  # outlier entries per step
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -57,20 +65,34 @@ def pad_cols(t: Tensor, k_pad: int, value: float = 0) -> Tensor:
     return torch.nn.functional.pad(t, (0, k_pad - t.shape[1]), value=value)
 
 
-def pack_planes(codes: Tensor, bits: int) -> list[Tensor]:
-    """``codes`` ``(N, K)`` integers below ``2^bits`` (K a multiple of 32) -> one ``(K w / 32, N)`` int32
-    tensor per plane of :data:`PLANES` ``[bits]``: plane p holds bits ``shift_p .. shift_p + w_p - 1``
-    of each code, ``32 / w`` codes per word along K, low bits first."""
+def block_size(k: int, group_size: int | None = None) -> int:
+    """``KB``: the largest power of two <= 128 dividing ``k`` (and ``group_size``); at least 32."""
+    kb = math.gcd(k, 128 if group_size is None else math.gcd(group_size, 128))
+    if kb < 32:
+        raise ValueError(f"inputs ({k}) and groups ({group_size}) must be multiples of 32")
+    return kb
+
+
+def _signed(words: Tensor, bits: int, dtype: torch.dtype) -> Tensor:
+    return torch.where(words >= 2 ** (bits - 1), words - 2**bits, words).to(dtype)
+
+
+def pack_codes(codes: Tensor, bits: int, kb: int) -> list[Tensor]:
+    """``codes`` ``(N, K)`` below ``2^bits`` (K a multiple of ``kb``) -> the planes of the layout in the
+    module docstring: ``(N, K / PER)`` int32 (and for 3 bits the high bits ``(N, K / 16)`` int16)."""
     n, k = codes.shape
-    if k % 32:
-        raise ValueError(f"pack_planes needs K a multiple of 32, got {k}")
-    c = codes.to(torch.int64).T  # (K, N)
+    per = PER[bits]
+    wb = kb // per
+    if k % kb or kb % per:
+        raise ValueError(f"pack_codes needs K ({k}) a multiple of the block ({kb}) and of {per}")
+    c = codes.to(torch.int64).reshape(n, k // kb, per, wb)  # [n, b, i, j] = code of b KB + i WB + j
     out, shift = [], 0
     for w in PLANES[bits]:
-        per = 32 // w
-        part = ((c >> shift) & ((1 << w) - 1)).reshape(k // per, per, n)
-        words = (part << (w * torch.arange(per, device=c.device))[None, :, None]).sum(1)  # < 2^32
-        out.append(torch.where(words >= 2**31, words - 2**32, words).to(torch.int32).contiguous())
+        part = (c >> shift) & ((1 << w) - 1)
+        words = (part << (w * torch.arange(per, device=c.device))[None, None, :, None]).sum(2)
+        word_bits = per * w
+        out.append(_signed(words.reshape(n, k // per), word_bits, torch.int32 if word_bits == 32 else torch.int16)
+                   .contiguous())
         shift += w
     return out
 
@@ -80,20 +102,19 @@ class Outliers:
     """Sparse outliers of one weight in the kernels' CSR layout (see the module docstring)."""
 
     indptr: Tensor  # (N + 1,) int32
+    rows: Tensor  # (nnz,) int16, unsigned rows < 65536
     cols: Tensor  # (nnz,) int16, unsigned columns < 65536
     delta: Tensor  # (nnz,) fp16: outlier value minus the quantized grid value it replaces
 
 
-
 def outliers_csr(rows: Tensor, cols: Tensor, delta: Tensor, n_rows: int) -> Outliers:
-    """CSR of entries ``(rows[i], cols[i], delta[i])`` over ``n_rows`` output rows, columns sorted per row."""
+    """CSR of entries ``(rows[i], cols[i], delta[i])`` over ``n_rows`` output rows, sorted by row."""
     rows, cols = rows.long(), cols.long()
     order = torch.argsort(rows * (int(cols.max()) + 1 if cols.numel() else 1) + cols)
     indptr = torch.zeros(n_rows + 1, dtype=torch.int64, device=rows.device)
     indptr[1:] = torch.bincount(rows, minlength=n_rows).cumsum(0)
-    c = cols[order]
-    return Outliers(indptr.to(torch.int32), torch.where(c >= 2**15, c - 2**16, c).to(torch.int16),
-                    delta[order].to(torch.float16))
+    return Outliers(indptr.to(torch.int32), _signed(rows[order], 16, torch.int16),
+                    _signed(cols[order], 16, torch.int16), delta[order].to(torch.float16))
 
 
 def grid_outliers(qw: QuantizedWeight, device: torch.device) -> Outliers | None:
@@ -103,87 +124,104 @@ def grid_outliers(qw: QuantizedWeight, device: torch.device) -> Outliers | None:
     if o is None or not o.nnz:
         return None
     rows, cols = o.rows.to(device).long(), o.cols.to(device).long()
-    grid = dataclasses.replace(qw, outliers=None).dequantize().to(device)[rows, cols]
+    grid = replace(qw, outliers=None).dequantize().to(device)[rows, cols]
     return outliers_csr(rows, cols, o.values.to(device).float() - grid, qw.shape[0])
+
+
+def outlier_args(o: Outliers | None, dummy: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The four outlier tensors of a launch (``dummy`` for each when there are none)."""
+    return (o.indptr, o.rows, o.cols, o.delta) if o is not None else (dummy, dummy, dummy, dummy)
 
 
 # ------------------------------------------------------------------------------------------ jit helpers
 
 
 @triton.jit
-def unpack_plane(Q, word0, offs_n, n_mask, N, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, W: tl.constexpr):
-    """``(BLOCK_K, BLOCK_N)`` int32 codes of one plane of width ``W`` from words ``word0 ..`` (K-packed)."""
-    PER: tl.constexpr = 32 // W
-    rows = word0 + tl.arange(0, BLOCK_K // PER)
-    words = tl.load(Q + rows[:, None] * N + offs_n[None, :], mask=n_mask[None, :], other=0)
-    shifts = tl.arange(0, PER) * W
-    q = (words[:, None, :] >> shifts[None, :, None]) & ((1 << W) - 1)
-    return tl.reshape(q, (BLOCK_K, BLOCK_N))
-
-
-@triton.jit
-def load_codes(Q0, Q1, k0, offs_n, n_mask, N, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
-               W0: tl.constexpr, W1: tl.constexpr):
-    """Codes of inputs ``k0 .. k0 + BLOCK_K`` from up to two bit planes (``W1 = 0``: one plane)."""
-    q = unpack_plane(Q0, k0 // (32 // W0), offs_n, n_mask, N, BLOCK_K, BLOCK_N, W0)
+def code_at(w0, w1, i: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr):
+    """Codes at shift ``i`` of word tiles ``w0`` (int32, ``W0`` bits per code) and, ``W1 > 0``, ``w1``
+    (the 1-bit high plane of 3-bit codes)."""
+    q = (w0 >> (i * W0)) & ((1 << W0) - 1)
     if W1 > 0:
-        q = q | (unpack_plane(Q1, k0 // (32 // W1), offs_n, n_mask, N, BLOCK_K, BLOCK_N, W1) << W0)
+        q = q | (((w1 >> i) & 1) << W0)
     return q
 
 
 @triton.jit
-def load_x(X, stride_xm, offs_m, m_mask, offs_k, K, PERM, HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr):
-    """Activations of inputs ``offs_k`` (columns ``PERM[offs_k]`` when permuted; zero at and beyond ``K``):
-    ``(BLOCK_K, 1)`` for a GEMV (``BLOCK_M = 1``), else ``(BLOCK_M, BLOCK_K)``."""
-    k_ok = offs_k < K
+def as_float(q):
+    """Small non-negative int32 ``q`` (< 2^23) as fp32: ``bits(2^23 + q) - 2^23`` (an OR and a FADD)."""
+    return (q | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+
+
+@triton.jit
+def load_words(Q, rows, row_words, wcol, ok):
+    """``(BLOCK_N, GPI, WB)`` words ``Q[rows, wcol]`` of a ``(N, row_words)`` tensor (``ok``: valid
+    blocks, ``(GPI,)``), as int32."""
+    ptr = Q + rows[:, None, None] * row_words + wcol[None, :, :]
+    return tl.load(ptr, mask=ok[None, :, None], other=0).to(tl.int32)
+
+
+@triton.jit
+def load_x(X, stride_xm, offs_m, m_mask, k, ok, PERM, HAS_PERM: tl.constexpr):
+    """Activations ``(BLOCK_M, *k.shape)`` of inputs ``k`` (columns ``PERM[k]`` when permuted), zero where
+    not ``ok`` (same shape as ``k``), as fp32 for one row (GEMV) else in the activations' dtype."""
     if HAS_PERM:
-        cols = tl.load(PERM + offs_k)
+        k = tl.load(PERM + k, mask=ok, other=0)
+    if len(k.shape) == 2:
+        x = tl.load(X + offs_m[:, None, None] * stride_xm + k[None, :, :],
+                    mask=m_mask[:, None, None] & ok[None, :, :], other=0.0)
     else:
-        cols = offs_k
-    # one return after a static if (Triton rejects returns of different shapes in its branches)
-    if BLOCK_M == 1:
-        x = tl.load(X + offs_m[None, :] * stride_xm + cols[:, None], mask=k_ok[:, None] & m_mask[None, :],
-                    other=0.0)
-    else:
-        x = tl.load(X + offs_m[:, None] * stride_xm + cols[None, :], mask=m_mask[:, None] & k_ok[None, :], other=0.0)
+        x = tl.load(X + offs_m[:, None] * stride_xm + k[None, :], mask=m_mask[:, None] & ok[None, :], other=0.0)
     return x
 
 
 @triton.jit
-def accumulate(acc, x, w, BLOCK_M: tl.constexpr):
-    """``acc (BLOCK_M, BLOCK_N) += x @ w`` for the tile ``w`` ``(BLOCK_K, BLOCK_N)`` fp32: a broadcast
-    multiply and sum for one row, ``tl.dot`` in the activations' dtype otherwise (fp32 accumulation)."""
+def mac(acc, x, w, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, C: tl.constexpr):
+    """One shift's contribution. GEMV: ``acc (BLOCK_N, GPI, WB) += w x`` (fp32, ``x`` ``(1, GPI, WB)``);
+    batches: ``acc (BLOCK_M, BLOCK_N) += x (BLOCK_M, C) @ w (BLOCK_N, C)^T`` in fp16 (fp32 accumulation)."""
     if BLOCK_M == 1:
-        acc += tl.sum(x.to(tl.float32) * w, axis=0)[None, :]
+        acc += w * x.to(tl.float32)
     else:
-        acc = tl.dot(x, w.to(x.dtype), acc)
+        w2 = tl.reshape(w, (BLOCK_N, C)).to(x.dtype)
+        acc = tl.dot(tl.reshape(x, (BLOCK_M, C)), tl.trans(w2), acc)
     return acc
 
 
 @triton.jit
-def add_outliers(acc, X, stride_xm, offs_m, m_mask, offs_n, n_mask, PTR, OCOL, OVAL, first):
-    """``acc[m, n] += sum_{i in row n} delta_i x[m, col_i]`` (CSR; only where ``first``, the first K split)."""
-    start = tl.load(PTR + offs_n, mask=n_mask, other=0)
-    count = tl.load(PTR + offs_n + 1, mask=n_mask, other=0) - start
-    count = tl.where(first, count, 0)
-    for i in range(0, tl.max(count, axis=0)):
-        ok = i < count
-        col = tl.load(OCOL + start + i, mask=ok, other=0).to(tl.int32) & 0xFFFF
-        delta = tl.load(OVAL + start + i, mask=ok, other=0.0).to(tl.float32)
+def finish(acc, BLOCK_M: tl.constexpr):
+    """The ``(BLOCK_M, BLOCK_N)`` fp32 result of the main loop (GEMV: the one reduction over K)."""
+    if BLOCK_M == 1:
+        acc = tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
+    return acc
+
+
+@triton.jit
+def add_outliers(acc, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr):
+    """``acc[m, n] += sum_{i in row n} delta_i x[m, col_i]`` for this program's rows (CSR, see above)."""
+    n0 = tl.min(offs_n, axis=0)
+    start = tl.load(PTR + n0)
+    end = tl.load(PTR + tl.minimum(n0 + BLOCK_N, N))
+    for c0 in range(start, end, CHUNK):
+        e = c0 + tl.arange(0, CHUNK)
+        ok = e < end
+        r = tl.load(OROW + e, mask=ok, other=-1).to(tl.int32) & 0xFFFF
+        col = tl.load(OCOL + e, mask=ok, other=0).to(tl.int32) & 0xFFFF
+        d = tl.load(OVAL + e, mask=ok, other=0.0)
         xv = tl.load(X + offs_m[:, None] * stride_xm + col[None, :], mask=m_mask[:, None] & ok[None, :], other=0.0)
-        acc += xv.to(tl.float32) * delta[None, :]
+        if BLOCK_M == 1:
+            prod = xv.to(tl.float32) * d.to(tl.float32)[None, :]  # (1, CHUNK)
+            acc += tl.sum(tl.where(r[None, :] == offs_n[:, None], prod, 0.0), axis=1)[None, :]
+        else:
+            onehot = tl.where(r[:, None] == offs_n[None, :], d[:, None], 0.0).to(xv.dtype)  # (CHUNK, BLOCK_N)
+            acc = tl.dot(xv, onehot, acc)
     return acc
 
 
 @triton.jit
-def store_y(Y, acc, offs_m, m_mask, offs_n, n_mask, N, ATOMIC: tl.constexpr):
-    """Write (or, ``ATOMIC``, add into a zeroed fp32 ``Y``) the ``(BLOCK_M, BLOCK_N)`` tile."""
-    ptr = Y + offs_m[:, None] * N + offs_n[None, :]
-    mask = m_mask[:, None] & n_mask[None, :]
-    if ATOMIC:
-        tl.atomic_add(ptr, acc, mask=mask)
-    else:
-        tl.store(ptr, acc.to(Y.dtype.element_ty), mask=mask)
+def store_y(Y, acc, offs_m, m_mask, offs_n, N):
+    """Write the ``(BLOCK_M, BLOCK_N)`` tile in ``Y``'s dtype."""
+    tl.store(Y + offs_m[:, None] * N + offs_n[None, :], acc.to(Y.dtype.element_ty),
+             mask=m_mask[:, None] & (offs_n < N)[None, :])
 
 
 # ------------------------------------------------------------------------------------------------ launch
@@ -191,21 +229,21 @@ def store_y(Y, acc, offs_m, m_mask, offs_n, n_mask, N, ATOMIC: tl.constexpr):
 
 @dataclass(frozen=True)
 class Config:
-    """One launch configuration: output rows and inputs per tile, K splits, warps, pipeline stages."""
+    """One launch configuration: output rows per program, word positions per row per iteration
+    (``BLOCK_K = words PER``: 4-byte words, so the bytes in flight per row do not depend on the
+    width), warps, pipeline stages."""
 
     block_n: int
-    block_k: int
-    split_k: int = 1
+    words: int
     num_warps: int = 4
-    num_stages: int = 3
+    num_stages: int = 2
 
 
-# (BLOCK_N, BLOCK_K, SPLIT_K, warps). GEMV shapes want many programs and long K tiles, dot shapes
-# fewer; the lists are short because every configuration is one more compilation per kernel variant.
-GEMV_CONFIGS = [Config(64, 128, 1, 4), Config(128, 128, 1, 4), Config(64, 256, 1, 4), Config(64, 128, 4, 4),
-                Config(128, 128, 4, 4), Config(64, 256, 4, 4), Config(128, 64, 8, 4), Config(256, 128, 2, 8)]
-DOT_CONFIGS = [Config(64, 64, 1, 4), Config(64, 128, 2, 4), Config(128, 64, 4, 4), Config(64, 64, 4, 4),
-               Config(32, 128, 8, 4)]
+# GEMV: 2-8 KiB of codes per program and iteration (8-16 words in flight per thread), 256-1024
+# programs on the 4096-row layers (>= 2 waves of 132 SMs). Batches: tl.dot tiles of 32-64 rows.
+GEMV_CONFIGS = [Config(8, 128, 4, 2), Config(16, 64, 4, 3), Config(16, 128, 8, 2), Config(4, 128, 2, 3),
+                Config(32, 32, 4, 4)]
+DOT_CONFIGS = [Config(32, 32, 4, 2), Config(64, 32, 4, 3), Config(32, 64, 8, 2), Config(16, 32, 4, 3)]
 
 
 def block_m(m: int) -> int:
@@ -213,15 +251,19 @@ def block_m(m: int) -> int:
     return 1 if m == 1 else max(16, triton.next_power_of_2(m))
 
 
-def candidates(m: int, k_pad: int, block_k_ok: Callable[[int], bool]) -> list[Config]:
-    """The configurations for ``m`` rows whose ``BLOCK_K`` divides ``k_pad`` and passes ``block_k_ok``
-    (a K split never exceeds the number of K tiles); never empty."""
-    base = GEMV_CONFIGS if m == 1 else DOT_CONFIGS
-    ok = [c for c in base if k_pad % c.block_k == 0 and block_k_ok(c.block_k) and c.split_k <= k_pad // c.block_k]
-    if not ok:  # odd shapes: the smallest tile that fits
-        bk = next(b for b in (32, 64, 128, 256) if k_pad % b == 0 and block_k_ok(b))
-        ok = [Config(64, bk, s) for s in (1, 2, 4) if s <= k_pad // bk]
-    return ok
+def blocks_per_iter(c: Config, per: int, kb: int, n_blocks: int, m: int) -> int:
+    """``GPI``: blocks of ``kb`` inputs per iteration for ``c`` (a power of two, at most the blocks there
+    are rounded up; for ``tl.dot`` at least 16 inputs per shift)."""
+    gpi = max(1, c.words * per // kb)
+    gpi = min(gpi, triton.next_power_of_2(n_blocks))
+    if m > 1:
+        gpi = max(gpi, triton.cdiv(16, kb // per))
+    return gpi
+
+
+def candidates(m: int) -> list[Config]:
+    """The configurations tried for ``m`` activation rows (the first is the untuned default)."""
+    return list(GEMV_CONFIGS if m == 1 else DOT_CONFIGS)
 
 
 _BEST: dict[tuple, Config] = {}
@@ -256,8 +298,12 @@ def as_activations(x: Tensor) -> Tensor:
     return x.contiguous()
 
 
-def output(m: int, n: int, atomic: bool, like: Tensor) -> Tensor:
-    """The kernel's output buffer: zeroed fp32 for atomic accumulation, else ``like``'s dtype."""
-    if atomic:
-        return torch.zeros(m, n, dtype=torch.float32, device=like.device)
-    return torch.empty(m, n, dtype=like.dtype, device=like.device)
+@triton.jit
+def zeros_acc(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr, WB: tl.constexpr):
+    """The fp32 accumulator: ``(BLOCK_N, GPI, WB)`` for a GEMV (reduced by :func:`finish`), else
+    ``(BLOCK_M, BLOCK_N)``."""
+    if BLOCK_M == 1:
+        acc = tl.zeros((BLOCK_N, GPI, WB), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    return acc

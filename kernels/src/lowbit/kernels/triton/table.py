@@ -1,27 +1,26 @@
 """Lookup-table weights: per-column tables (CLAQ, CMPQ; mixed per-column widths) and binary codes (GPTQT).
 
-One kernel reads ``W_hat[n, k] = T[row(k, n), q[k, n]]`` with ``row(k, n) = (k // TGS) * T_SG / TS +
-n * T_SN / TS``, i.e. a gather from a small table addressed by strides:
+One kernel reads ``W_hat[n, k] = T[row(k, n), q[n, k]]``, a gather from a small fp16 table:
 
-- ``table`` format (CLAQ, arXiv 2405.17233; CMPQ): one table per input column, ``TGS = 1``,
-  ``T_SG = 2^b``, ``T_SN = 0``; ``W_hat[n, k] = tables[k, q[n, k]]``;
+- ``table`` format (CLAQ, arXiv 2405.17233; CMPQ): one table per input column, ``row = k``, tables
+  ``(k_pad, 16)`` fp16 (32 B per column, L1-resident); ``W_hat[n, k] = tables[k, q[n, k]]``;
 - ``binary`` format (BCQ; GPTQT, arXiv 2407.02891): ``W_hat[n, k] = offset[n, g] + sum_i alpha[n, g, i]
-  (2 b_i - 1)`` takes ``2^b`` values per (row, group), so it is a table per (group, row): ``TGS = g``,
-  ``T_SG = d_out 2^b``, ``T_SN = 2^b``, tables ``(d_in / g, d_out, 2^b)`` fp16 built once by
-  :func:`lowbit.core.formats.binary_code_values` (16 B per row and group at 3 bits and g = 128:
-  0.125 B per weight more than the k + 1 coefficients, and no arithmetic per weight).
+  (2 b_i - 1)`` takes ``2^b`` values per (row, group), so it is a table per (group, row): ``row =
+  (k // g) d_out + n``, tables ``(d_in / g, d_out, 2^b)`` fp16 built once by
+  :func:`lowbit.core.formats.binary_code_values` (no arithmetic per weight).
 
-Codes are bit planes along the inputs (:mod:`lowbit.kernels.triton.common`); tables are fp16
-(``2^b`` entries per column: 32 B per column at 4 bits, L1-resident).
+Codes are in the block-interleaved K-contiguous layout of :mod:`lowbit.kernels.triton.common` (blocks
+of ``KB`` inputs); per code the GEMV spends a shift and mask, an address add, one 2-byte gather (lanes
+of a warp along the rows of one column hit one 32-byte table row) and an FFMA.
 
-**Mixed widths**: at prepare the columns of each width b are gathered into one segment (the storage
-layout of :mod:`lowbit.core.storage` groups them the same way), padded to a multiple of 128 columns
-(zero codes, zero table rows, activations masked), with their input indices; each segment is one
-launch of the same kernel at its own width, all adding atomically into one fp32 ``y`` (the
-activations are gathered through the index, so ``x`` is never permuted in memory). One launch per
-width present (at most 4) was chosen over a single kernel looping over segments of different
-constexpr widths: the same kernel, no per-tile width branch, and the launches are captured together
-by CUDA graphs when decoding. Sparse outliers are added by the first segment's launch.
+**Mixed widths in one launch**: at prepare the columns of each width b are gathered into one segment
+(the storage layout of :mod:`lowbit.core.storage` groups them the same way), padded to a multiple of
+128 columns (zero codes, zero table rows, activations masked), with their input indices. The segments'
+words are concatenated along each row (one ``(d_out, sum_s k_s / PER_s)`` int32 tensor; the 1-bit
+high plane of the 3-bit segment apart), their tables and indices along the columns; the kernel takes
+the segments' widths as constants (up to 4) and runs one specialized loop per segment, each program
+summing its rows over every segment: one launch, no atomics, the byte-weighted mix of the single-width
+loops. Sparse outliers are added after the last segment.
 """
 
 from __future__ import annotations
@@ -36,50 +35,75 @@ from torch import Tensor
 from lowbit.core.formats import QuantizedWeight, binary_code_values
 
 from .common import (
-    PLANES,
+    OUT_CHUNK,
+    PER,
     Config,
     Outliers,
-    accumulate,
     add_outliers,
     as_activations,
     block_m,
+    block_size,
+    blocks_per_iter,
     candidates,
     choose,
+    code_at,
+    finish,
     grid_outliers,
-    load_codes,
+    load_words,
     load_x,
-    output,
-    pack_planes,
+    mac,
+    outlier_args,
+    pack_codes,
     pad_cols,
     store_y,
+    zeros_acc,
 )
 from .uniform import group_perm
 
 PAD = 128  # columns of a mixed-width segment are padded to a multiple of this
+MAX_SEGMENTS = 4
+TABLE_STRIDE = 16  # entries per column table (any width up to 4 bits)
 
 
 @dataclass
 class Segment:
-    """Columns of one width in the kernel layout."""
+    """Columns of one width: where they are in the concatenated tensors of :class:`TableState`."""
 
     bits: int
-    planes: list[Tensor]  # per plane (k_pad w / 32, d_out) int32
-    tables: Tensor  # table: (k_pad, 2^b) fp16; binary: (d_in / g, d_out, 2^b) fp16
-    cols: Tensor | None  # (k_pad,) int32 input column of each segment column, or None (all, in order)
+    word_offset: int  # first word of the segment in each row of ``TableState.words``
+    col_offset: int  # first column of the segment in ``tables`` / ``cols``
     k: int  # columns in the segment (before padding)
     k_pad: int
-
 
 
 @dataclass
 class TableState:
     """The kernel layout of a ``table`` or ``binary`` weight: segments by width, outliers."""
 
+    words: Tensor  # (d_out, sum_s k_pad_s / PER_s) int32
+    high: Tensor | None  # (d_out, k_pad_3 / 16) int16: the high bits of the 3-bit segment
+    tables: Tensor  # table: (sum_s k_pad_s, 16) fp16; binary: (d_in / g, d_out, 2^b) fp16
+    cols: Tensor | None  # (sum_s k_pad_s,) int32 input column of each kernel column, or None (in order)
     segments: list[Segment]
     outliers: Outliers | None
-    group_size: int  # TGS: 1 for per-column tables, g for binary codes
+    group_size: int  # 0 for per-column tables, g for binary codes
+    block: int  # KB
+    table_stride: int
     shape: tuple[int, int]
 
+
+def _concat(parts: list[tuple[int, Tensor, int, int]], kb: int, dev: torch.device
+            ) -> tuple[Tensor, Tensor | None, list[Segment]]:
+    """Segments ``(bits, codes (d_out, k_pad), k, k_pad)`` -> concatenated words, 3-bit high plane, segments."""
+    words, high, segments, wo, ko = [], None, [], 0, 0
+    for b, codes, k, k_pad in parts:
+        planes = pack_codes(codes, b, kb)
+        words.append(planes[0])
+        if b == 3:
+            high = planes[1]
+        segments.append(Segment(b, wo, ko, k, k_pad))
+        wo, ko = wo + planes[0].shape[1], ko + k_pad
+    return torch.cat(words, 1).contiguous(), high, segments
 
 
 def prepare_table(qw: QuantizedWeight, device: torch.device | str | None = None) -> TableState:
@@ -87,22 +111,25 @@ def prepare_table(qw: QuantizedWeight, device: torch.device | str | None = None)
     dev = torch.device(device) if device is not None else qw.codes.device
     assert qw.tables is not None
     d_out, d_in = qw.shape
-    codes, tables = qw.codes.to(dev), qw.tables.to(dev, torch.float16)
-    segments = []
+    codes = qw.codes.to(dev)
+    tables = pad_cols(qw.tables.to(dev, torch.float16), TABLE_STRIDE)
     if not isinstance(qw.bits, Tensor):
-        b = int(qw.bits)
-        segments.append(Segment(b, pack_planes(codes, b), tables[:, : 1 << b].contiguous(), None, d_in, d_in))
-    else:
-        widths = qw.bits.to(dev).long()
-        for b in sorted(set(widths.tolist())):
-            cols = (widths == b).nonzero().squeeze(1)
-            k = cols.numel()
-            k_pad = triton.cdiv(k, PAD) * PAD
-            seg_codes = pad_cols(codes[:, cols].long(), k_pad)
-            seg_tables = pad_cols(tables[cols, : 1 << b].T, k_pad).T.contiguous()
-            seg_cols = pad_cols(cols[None].int(), k_pad)[0].contiguous()
-            segments.append(Segment(b, pack_planes(seg_codes, b), seg_tables, seg_cols, k, k_pad))
-    return TableState(segments, grid_outliers(qw, dev), 1, (d_out, d_in))
+        b, kb = int(qw.bits), block_size(d_in)
+        words, high, segments = _concat([(b, codes, d_in, d_in)], kb, dev)
+        return TableState(words, high, tables.contiguous(), None, segments, grid_outliers(qw, dev), 0, kb,
+                          TABLE_STRIDE, (d_out, d_in))
+    widths = qw.bits.to(dev).long()
+    parts, seg_tables, seg_cols = [], [], []
+    for b in sorted(set(widths.tolist())):
+        cols = (widths == b).nonzero().squeeze(1)
+        k = cols.numel()
+        k_pad = triton.cdiv(k, PAD) * PAD
+        parts.append((b, pad_cols(codes[:, cols].long(), k_pad), k, k_pad))
+        seg_tables.append(pad_cols(tables[cols].T, k_pad).T)
+        seg_cols.append(pad_cols(cols[None].int(), k_pad)[0])
+    words, high, segments = _concat(parts, PAD, dev)
+    return TableState(words, high, torch.cat(seg_tables).contiguous(), torch.cat(seg_cols).contiguous(), segments,
+                      grid_outliers(qw, dev), 0, PAD, TABLE_STRIDE, (d_out, d_in))
 
 
 def prepare_binary(qw: QuantizedWeight, device: torch.device | str | None = None) -> TableState:
@@ -119,65 +146,114 @@ def prepare_binary(qw: QuantizedWeight, device: torch.device | str | None = None
     if perm is not None:
         perm = perm.to(dev)
         codes = codes[:, perm]
-    seg = Segment(b, pack_planes(codes, b), tables, None if perm is None else perm.to(torch.int32), d_in, d_in)
-    return TableState([seg], grid_outliers(qw, dev), gs, (d_out, d_in))
+    kb = block_size(d_in, gs)
+    words, high, segments = _concat([(b, codes, d_in, d_in)], kb, dev)
+    return TableState(words, high, tables, None if perm is None else perm.to(torch.int32), segments,
+                      grid_outliers(qw, dev), gs, kb, 1 << b, (d_out, d_in))
 
 
 @triton.jit
-def table_kernel(X, Y, Q0, Q1, T, PERM, PTR, OCOL, OVAL, M, N, K, K_PAD, stride_xm, T_SG, T_SN,
-                 TGS: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr, HAS_PERM: tl.constexpr,
-                 HAS_OUT: tl.constexpr, ATOMIC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
-    """``Y[m, n] (+)= sum_k X[m, perm(k)] T[(k // TGS) T_SG + n T_SN + q[k, n]]`` over this program's K
-    tiles (``K`` valid columns of ``K_PAD``)."""
+def segment_loop(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
+                 wo, ko, k_pad, k_valid, KB: tl.constexpr, TGS: tl.constexpr, PER: tl.constexpr,
+                 W0: tl.constexpr, W1: tl.constexpr, HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr,
+                 BLOCK_N: tl.constexpr, GPI: tl.constexpr):
+    """``(BLOCK_M, BLOCK_N)`` partial ``sum_k X[m, perm(ko + k)] T[row(k, n), q[n, k]]`` over one segment's
+    columns ``k < k_pad`` (valid below ``k_valid``); ``TGS = 0``: per-column tables, else binary
+    tables per (group of ``TGS``, row)."""
+    WB: tl.constexpr = KB // PER
+    n_blocks = k_pad // KB
+    gi = tl.arange(0, GPI)
+    j = tl.arange(0, WB)
+    acc = zeros_acc(BLOCK_M, BLOCK_N, GPI, WB)
+    for b0 in range(0, n_blocks, GPI):
+        blk = b0 + gi
+        ok = blk < n_blocks
+        wcol = blk[:, None] * WB + j[None, :]
+        w0 = load_words(Q0, rows, row_words, wo + wcol, ok)
+        w1 = w0
+        if W1 > 0:
+            w1 = load_words(Q1, rows, row_words1, wcol, ok)
+        k = blk[:, None] * KB + j[None, :]
+        k_ok = ok[:, None] & (k < k_valid)
+        if TGS == 0:
+            tbase = ((ko + k) * TS)[None, :, :]
+        else:
+            tbase = (((blk * KB // TGS)[None, :, None] * N + rows[:, None, None]) * TS)
+        for i in tl.static_range(PER):
+            q = code_at(w0, w1, i, W0, W1)
+            if TGS == 0:
+                t = tbase + i * WB * TS + q
+            else:
+                t = tbase + q
+            w = tl.load(T + t, mask=ok[None, :, None], other=0.0).to(tl.float32)
+            x = load_x(X, stride_xm, offs_m, m_mask, ko + k + i * WB, k_ok, PERM, HAS_PERM)
+            acc = mac(acc, x, w, BLOCK_M, BLOCK_N, GPI * WB)
+    return finish(acc, BLOCK_M)
+
+
+@triton.jit
+def segment(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
+            wo, ko, k_pad, k_valid, KB: tl.constexpr, TGS: tl.constexpr, B: tl.constexpr,
+            HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr):
+    """:func:`segment_loop` for codes of ``B`` bits (3 bits: a 2-bit and a 1-bit plane, 16 per word)."""
+    if B == 3:
+        part = segment_loop(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
+                            wo, ko, k_pad, k_valid, KB, TGS, 16, 2, 1, HAS_PERM, BLOCK_M, BLOCK_N, GPI)
+    else:
+        part = segment_loop(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
+                            wo, ko, k_pad, k_valid, KB, TGS, 32 // B, B, 0, HAS_PERM, BLOCK_M, BLOCK_N, GPI)
+    return part
+
+
+@triton.jit
+def table_kernel(X, Y, Q0, Q1, T, PERM, PTR, OROW, OCOL, OVAL, M, N, stride_xm, row_words, row_words1, TS,
+                 WO0, KO0, KP0, KV0, WO1, KO1, KP1, KV1, WO2, KO2, KP2, KV2, WO3, KO3, KP3, KV3,
+                 B0: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr, B3: tl.constexpr,
+                 G0: tl.constexpr, G1: tl.constexpr, G2: tl.constexpr, G3: tl.constexpr,
+                 KB: tl.constexpr, TGS: tl.constexpr, HAS_PERM: tl.constexpr, HAS_OUT: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, OUT_CHUNK: tl.constexpr):
+    """``Y[m, n] = sum_segments sum_k X[m, perm(k)] T[row(k, n), q[n, k]]``: up to four segments of
+    widths ``B0..B3`` (0: absent; word offset ``WO``, column offset ``KO``, padded and valid columns
+    ``KP``, ``KV``; ``G``: blocks per iteration), one program per ``BLOCK_N`` rows."""
     pid_n = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    pid_m = tl.program_id(2)
+    pid_m = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_mask = offs_n < N
+    rows = tl.minimum(offs_n, N - 1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_mask = offs_m < M
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for t in range(pid_k, K_PAD // BLOCK_K, SPLIT_K):
-        k0 = t * BLOCK_K
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        q = load_codes(Q0, Q1, k0, offs_n, n_mask, N, BLOCK_K, BLOCK_N, W0, W1)
-        w = tl.load(T + (offs_k // TGS)[:, None] * T_SG + offs_n[None, :] * T_SN + q, mask=n_mask[None, :],
-                    other=0.0).to(tl.float32)
-        x = load_x(X, stride_xm, offs_m, m_mask, offs_k, K, PERM, HAS_PERM, BLOCK_M)
-        acc = accumulate(acc, x, w, BLOCK_M)
+    acc = segment(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
+                  WO0, KO0, KP0, KV0, KB, TGS, B0, HAS_PERM, BLOCK_M, BLOCK_N, G0)
+    if B1 > 0:
+        acc += segment(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
+                       WO1, KO1, KP1, KV1, KB, TGS, B1, HAS_PERM, BLOCK_M, BLOCK_N, G1)
+    if B2 > 0:
+        acc += segment(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
+                       WO2, KO2, KP2, KV2, KB, TGS, B2, HAS_PERM, BLOCK_M, BLOCK_N, G2)
+    if B3 > 0:
+        acc += segment(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
+                       WO3, KO3, KP3, KV3, KB, TGS, B3, HAS_PERM, BLOCK_M, BLOCK_N, G3)
     if HAS_OUT:
-        acc = add_outliers(acc, X, stride_xm, offs_m, m_mask, offs_n, n_mask, PTR, OCOL, OVAL, pid_k == 0)
-    store_y(Y, acc, offs_m, m_mask, offs_n, n_mask, N, ATOMIC)
+        acc = add_outliers(acc, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
+                           BLOCK_M, BLOCK_N, OUT_CHUNK)
+    store_y(Y, acc, offs_m, m_mask, offs_n, N)
 
 
 def _launch(st: TableState, x: Tensor, c: Config) -> Tensor:
     m, n = x.shape[0], st.shape[0]
     bm = block_m(m)
-    atomic = c.split_k > 1 or len(st.segments) > 1
-    y = output(m, n, atomic, x)
-    for i, seg in enumerate(st.segments):
-        planes = PLANES[seg.bits]
-        o = st.outliers if i == 0 else None
-        ts = 1 << seg.bits
-        t_sg, t_sn = (ts, 0) if st.group_size == 1 else (n * ts, ts)
-        split = min(c.split_k, seg.k_pad // c.block_k)
-        grid = (triton.cdiv(n, c.block_n), split, triton.cdiv(m, bm))
-        table_kernel[grid](
-            x, y, seg.planes[0], seg.planes[-1], seg.tables, seg.cols if seg.cols is not None else seg.tables,
-            o.indptr if o else y, o.cols if o else y, o.delta if o else y, m, n, seg.k, seg.k_pad, x.stride(0),
-            t_sg, t_sn, TGS=st.group_size, W0=planes[0], W1=planes[1] if len(planes) > 1 else 0,
-            HAS_PERM=seg.cols is not None, HAS_OUT=o is not None, ATOMIC=atomic, BLOCK_M=bm, BLOCK_N=c.block_n,
-            BLOCK_K=c.block_k, SPLIT_K=split, num_warps=c.num_warps, num_stages=c.num_stages)
+    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    segs = st.segments + [Segment(0, 0, 0, 0, 0)] * (MAX_SEGMENTS - len(st.segments))
+    ints = [v for s in segs for v in (s.word_offset, s.col_offset, s.k_pad, s.k)]
+    gpis = {f"G{i}": blocks_per_iter(c, PER[s.bits], st.block, s.k_pad // st.block, m) if s.bits else 1
+            for i, s in enumerate(segs)}
+    high = st.high if st.high is not None else st.words
+    table_kernel[(triton.cdiv(n, c.block_n), triton.cdiv(m, bm))](
+        x, y, st.words, high, st.tables, st.cols if st.cols is not None else st.tables,
+        *outlier_args(st.outliers, y), m, n, x.stride(0), st.words.shape[1], high.shape[1], st.table_stride,
+        *ints, **{f"B{i}": s.bits for i, s in enumerate(segs)}, **gpis, KB=st.block, TGS=st.group_size,
+        HAS_PERM=st.cols is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
+        OUT_CHUNK=OUT_CHUNK, num_warps=c.num_warps, num_stages=c.num_stages)
     return y
-
-
-def configs(st: TableState, m: int) -> list[Config]:
-    """Tiles whose ``BLOCK_K`` divides every segment (and, for binary codes, fits the groups)."""
-    k_pad = min(s.k_pad for s in st.segments)
-    gs = st.group_size
-    return candidates(m, k_pad, lambda bk: all(s.k_pad % bk == 0 for s in st.segments)
-                      and (gs == 1 or bk % gs == 0 or gs % bk == 0))
 
 
 def run(st: TableState, x: Tensor, config: Config | None = None) -> Tensor:
@@ -187,5 +263,5 @@ def run(st: TableState, x: Tensor, config: Config | None = None) -> Tensor:
     if config is None:
         key = ("table", *st.shape, st.group_size, tuple((s.bits, s.k_pad) for s in st.segments),
                st.outliers is not None, block_m(xa.shape[0]), xa.dtype)
-        config = choose(key, configs(st, xa.shape[0]), lambda c: _launch(st, xa, c), xa.device)
+        config = choose(key, candidates(xa.shape[0]), lambda c: _launch(st, xa, c), xa.device)
     return _launch(st, xa, config).to(x.dtype)
