@@ -22,6 +22,10 @@ keeps what it measured):
   format's kernel; several layer copies in sequence (> 2 x L2), in one CUDA graph; layer-tokens/s =
   1 / time per layer.
 
+``--baseline JSON`` (an earlier run's file, e.g. ``docs/results/kernels/gpu_kernels_h100_v1.json``) adds
+that run's time of the same format, shape and batch to each row (``baseline_us``, ``vs_baseline``): the
+earlier kernel versions compared without keeping their code.
+
 The Triton kernels tune their launch configuration on the first call per shape (see
 ``lowbit.kernels.triton.common``): that happens in the warm-up before capture; the chosen
 configurations are written to the JSON (``configs``).
@@ -190,11 +194,24 @@ def aqlm_layer(d_out: int, d_in: int, m: int, b: int, device: torch.device) -> t
     return (lambda x: layer(x[None])[0]), nbytes
 
 
+def load_baseline(path: str | None) -> dict[tuple[str, int, int, int], float]:
+    """``(format, d_out, d_in, batch) -> us`` of an earlier run's JSON (empty without one)."""
+    if not path:
+        return {}
+    with open(path) as f:
+        rows = json.load(f)["layer"]
+    return {(r["format"], *r["shape"], r["batch"]): r["us"] for r in rows if "us" in r}
+
+
 class Report:
-    def __init__(self, path: str | None, meta: dict[str, Any]) -> None:
+    def __init__(self, path: str | None, meta: dict[str, Any], baseline: dict | None = None) -> None:
         self.path, self.out = path, {"meta": meta, "layer": [], "decode": [], "peers": [], "configs": {}}
+        self.baseline = baseline or {}
 
     def add(self, section: str, row: dict[str, Any]) -> None:
+        old = self.baseline.get((row.get("format"), *row.get("shape", ()), row.get("batch")))
+        if section == "layer" and old is not None and "us" in row:
+            row.update(baseline_us=old, vs_baseline=old / row["us"])
         self.out[section].append(row)
         print(" | ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
         self.save()
@@ -344,6 +361,7 @@ def main() -> None:
     p.add_argument("--only", nargs="*", help="formats whose name contains one of these")
     p.add_argument("--skip-decode", action="store_true")
     p.add_argument("--budget-s", type=float, help="start nothing new after this many seconds (rows so far kept)")
+    p.add_argument("--baseline", help="an earlier run's JSON: its times beside each row")
     a = p.parse_args()
     if a.quick:
         os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
@@ -359,7 +377,7 @@ def main() -> None:
     meta = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (interpreter)",
             "torch": torch.__version__, "triton": triton.__version__, "l2_bytes": l2,
             "command": " ".join(sys.argv)}
-    rep = Report(a.json, meta)
+    rep = Report(a.json, meta, load_baseline(a.baseline))
     bw = copy_bandwidth(device, a.quick)
     rep.out["meta"]["copy_bandwidth_GBps"] = bw / 1e9
     print(f"device {meta['device']}, torch {meta['torch']}, triton {meta['triton']}, L2 {l2 / 2**20:.0f} MiB, "
@@ -377,13 +395,15 @@ def main() -> None:
 
 
 def print_table(out: dict[str, Any]) -> None:
-    print("\n| format | shape | batch | us | speedup vs fp16 | bandwidth fraction |\n|---|---|---|---|---|---|")
+    print("\n| format | shape | batch | us | speedup vs fp16 | bandwidth fraction | baseline us | vs baseline |"
+          "\n|---|---|---|---|---|---|---|---|")
     for r in out["layer"]:
         if "unavailable" in r:
-            print(f"| {r['format']} | {r['shape'][0]}x{r['shape'][1]} | {r['batch']} | unavailable | | |")
+            print(f"| {r['format']} | {r['shape'][0]}x{r['shape'][1]} | {r['batch']} | unavailable | | | | |")
         else:
+            old = f"{r['baseline_us']:.2f} | {r['vs_baseline']:.2f}x" if "baseline_us" in r else " | "
             print(f"| {r['format']} | {r['shape'][0]}x{r['shape'][1]} | {r['batch']} | {r['us']:.2f} | "
-                  f"{r['speedup']:.2f} | {r['bw_fraction']:.2f} |")
+                  f"{r['speedup']:.2f} | {r['bw_fraction']:.2f} | {old} |")
     print("\n| decode layer | us/layer | layer tokens/s |\n|---|---|---|")
     for r in out["decode"]:
         print(f"| {r['format']} | {r['us_per_layer']:.1f} | {r['layer_tokens_per_s']:.0f} |")

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Issue 9, focused GPU check of the v2 Triton kernels (no network; torch + triton preinstalled; run from the
+# repository root), within 8 minutes: the CUDA kernel tests, then benchmarks/gpu_kernels.py at batch 1 and 16
+# on the three layer shapes for fp16, torch int4, uniform 4/3/2-bit g128 (+0.5% outliers), tables 4/3/2 and
+# mixed 2/3/4 (the single widths give the mixed row its byte-weighted ratio), binary2, AQLM 2x8 and 1x16;
+# every row carries the v1 kernels' time of the same run configuration (docs/results/kernels/gpu_kernels_h100_v1.json).
+# Usage: bash scripts/device_kernels_fast.sh OUTDIR
+#   OUTDIR/versions.txt, nvidia-smi.txt, tests.log, bench.log, gpu_kernels.json (written row by row)
+set -uo pipefail
+OUT=${1:?usage: scripts/device_kernels_fast.sh OUTDIR}
+mkdir -p "$OUT"
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export PYTHONPATH=$(ls -d "$ROOT"/packages/*/src | tr '\n' ':')$ROOT/kernels/src
+export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/lowbit-triton-cache}
+start=$(date +%s)
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" \
+  > "$OUT/versions.txt" 2>&1
+cat "$OUT/versions.txt"
+
+# 1. CUDA tests (compiled kernels, first configuration of each path; at most 150 s)
+if python3 -c "import pytest, hypothesis" 2>/dev/null; then
+  timeout 150 python3 -m pytest -q -x -p no:cacheprovider kernels/tests/test_triton_kernels.py > "$OUT/tests.log" 2>&1
+  echo "tests rc=$? $(( $(date +%s) - start ))s" | tee -a "$OUT/tests.log"
+  tail -n 25 "$OUT/tests.log"
+else
+  echo "pytest or hypothesis not installed: CUDA tests not run (see rel_err in gpu_kernels.json)" | tee "$OUT/tests.log"
+fi
+
+# 2. The benchmark with what is left of 470 s (it starts nothing new past --budget-s and keeps the rows so far)
+left=$(( 470 - ($(date +%s) - start) ))
+timeout $(( left > 60 ? left : 60 )) python3 benchmarks/gpu_kernels.py --json "$OUT/gpu_kernels.json" \
+  --batches 1 16 --skip-decode --replays 20 --baseline docs/results/kernels/gpu_kernels_h100_v1.json \
+  --only "uniform4 g128" "uniform3 g128" "uniform2 g128" table binary2 "aqlm 2x8" "aqlm 1x16" \
+  --budget-s $(( left > 90 ? left - 40 : 45 )) > "$OUT/bench.log" 2>&1
+echo "bench rc=$? $(( $(date +%s) - start ))s" | tee -a "$OUT/bench.log"
+tail -n 75 "$OUT/bench.log"
