@@ -162,16 +162,12 @@ def load_words(Q, rows, row_words, wcol, ok):
 
 @triton.jit
 def load_x(X, stride_xm, offs_m, m_mask, k, ok, PERM, HAS_PERM: tl.constexpr):
-    """Activations ``(BLOCK_M, *k.shape)`` of inputs ``k`` (columns ``PERM[k]`` when permuted), zero where
-    not ``ok`` (same shape as ``k``), as fp32 for one row (GEMV) else in the activations' dtype."""
+    """Activations ``(BLOCK_M, GPI, WB)`` of the ``(GPI, WB)`` inputs ``k`` (columns ``PERM[k]`` when
+    permuted), zero where not ``ok``, in the activations' dtype."""
     if HAS_PERM:
         k = tl.load(PERM + k, mask=ok, other=0)
-    if len(k.shape) == 2:
-        x = tl.load(X + offs_m[:, None, None] * stride_xm + k[None, :, :],
-                    mask=m_mask[:, None, None] & ok[None, :, :], other=0.0)
-    else:
-        x = tl.load(X + offs_m[:, None] * stride_xm + k[None, :], mask=m_mask[:, None] & ok[None, :], other=0.0)
-    return x
+    return tl.load(X + offs_m[:, None, None] * stride_xm + k[None, :, :], mask=m_mask[:, None, None] & ok[None, :, :],
+                   other=0.0)
 
 
 @triton.jit
