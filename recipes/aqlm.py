@@ -40,8 +40,8 @@ class AQLMConfig(RecipeConfig):
     codebook_bits: int = arg(8, "B, each codebook has 2^B entries")
     in_group_size: int = arg(8, "g, consecutive input columns per group")
     beam_size: int = arg(1, "beam width of the code search")
-    adam_steps: int = arg(100, "Adam steps on codebooks and scales per round")
-    lr: float = arg(1e-3, "Adam learning rate of the layer-wise codebook update")
+    codebook_steps: int = arg(8, "conjugate-gradient iterations of the least-squares codebook update per "
+                                 "round at most (it stops earlier when converged)")
     max_rounds: int = arg(10, "rounds of codebook update and code search at most per layer")
     tol: float = arg(0.01, "stop a layer when a round improves its error by less than this (relative)")
     kmeans_iters: int = arg(25, "Lloyd iterations of the residual k-means initialisation")
@@ -57,6 +57,8 @@ class AQLMConfig(RecipeConfig):
         super().validate()
         if self.codebooks < 1 or not 1 <= self.codebook_bits <= 16 or self.in_group_size < 1:
             raise ValueError("need --codebooks >= 1, --codebook-bits in 1..16 and --in-group-size >= 1")
+        if self.codebook_steps < 1:
+            raise ValueError(f"--codebook-steps must be at least 1, got {self.codebook_steps}")
         if self.beam_size < 1:
             raise ValueError(f"--beam-size must be at least 1, got {self.beam_size}")
         if self.bits is not None and abs(self.bits - self.code_bits) > 1e-9:
@@ -113,7 +115,7 @@ def run(cfg: AQLMConfig) -> dict[str, Any]:
         for name, lin in ctx.linears.items():
             r = quantize_additive(lin.weight.detach().float(), ctx.stats[name].H, n_codebooks=cfg.codebooks,
                                   bits=cfg.codebook_bits, group_size=cfg.in_group_size, beam_size=cfg.beam_size,
-                                  kmeans_iters=cfg.kmeans_iters, adam_steps=cfg.adam_steps, lr=cfg.lr,
+                                  kmeans_iters=cfg.kmeans_iters, codebook_steps=cfg.codebook_steps,
                                   max_rounds=cfg.max_rounds, tol=cfg.tol, seed=cfg.seed)
             lin.weight.data.copy_(r.Q.to(lin.weight.dtype))
             r.qweight.meta["rel_errors"] = r.errors

@@ -33,7 +33,7 @@ METHODS: dict[str, tuple[str, str, list[str]]] = {
     "gptq_w3_g64": ("gptq", "GPTQConfig", ["--bits", "3", "--group-size", "64"]),
     "claq_w2.1_reserve": ("claq", "CLAQConfig", ["--bits", "2.1", "--reserve", "--kmeans-iters", "10"]),
     "aqlm_2x8_g8": ("aqlm", "AQLMConfig", ["--codebooks", "2", "--codebook-bits", "8", "--in-group-size", "8",
-                                           "--kmeans-iters", "2", "--adam-steps", "5", "--max-rounds", "1",
+                                           "--kmeans-iters", "2", "--codebook-steps", "5", "--max-rounds", "1",
                                            "--finetune-epochs", "1"]),
 }
 

@@ -45,7 +45,7 @@ METHODS: dict[str, tuple[str, str, list[str]]] = {
     "spqr_w3": ("spqr", "SpQRConfig", ["--bits", "3", "--simplified-outliers"]),
     "gptqt_b2": ("gptqt", "GPTQTConfig", ["--bits", "2", "--group-size", "64", "--multipliers", "1.0"]),
     "aqlm_2x8_g8": ("aqlm", "AQLMConfig", ["--codebooks", "2", "--codebook-bits", "8", "--in-group-size", "8",
-                                           "--kmeans-iters", "2", "--adam-steps", "5", "--max-rounds", "1",
+                                           "--kmeans-iters", "2", "--codebook-steps", "5", "--max-rounds", "1",
                                            "--no-finetune"]),
 }
 

@@ -80,7 +80,7 @@ def _spqr(stat_bits: int | None) -> Quantize:
 def _aqlm(W: torch.Tensor, H: torch.Tensor) -> QuantizedWeight:
     from lowbit.cluster import quantize_additive
 
-    return quantize_additive(W, H, n_codebooks=2, bits=6, group_size=8, kmeans_iters=5, adam_steps=5,
+    return quantize_additive(W, H, n_codebooks=2, bits=6, group_size=8, kmeans_iters=5, codebook_steps=5,
                              max_rounds=1).qweight
 
 

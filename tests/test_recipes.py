@@ -183,7 +183,7 @@ def test_aqlm_2x8_beats_rtn_2_bit(model_dir: Path, tmp_path: Path, recipe: Calla
     aqlm, rtn = recipe("aqlm"), recipe("rtn")
     args = ["--nsamples", "8", "--seqlen", "256", "--eval-seqlen", "256", "--eval-windows", "8", "--device", "cpu",
             "--batch-size", "2", "--model", str(model_dir)]
-    small_search = ["--max-rounds", "1", "--adam-steps", "10", "--kmeans-iters", "5", "--finetune-epochs", "1"]
+    small_search = ["--max-rounds", "1", "--codebook-steps", "10", "--kmeans-iters", "5", "--finetune-epochs", "1"]
     assert aqlm.main(aqlm.run, aqlm.AQLMConfig, [*args, *small_search, "--json", str(tmp_path / "a.json")]) == 0
     assert rtn.main(rtn.run, rtn.RTNConfig, [*args, "--bits", "2", "--group-size", "64",
                                               "--json", str(tmp_path / "r.json")]) == 0

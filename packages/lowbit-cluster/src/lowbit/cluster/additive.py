@@ -294,8 +294,7 @@ class AdditiveResult:
 
 def quantize_additive(W: Tensor, H: Tensor, *, n_codebooks: int = 2, bits: int = 8, group_size: int = 8,
                       beam_size: int = 1, kmeans_iters: int = 25, codebook_steps: int = 8,
-                      max_rounds: int = 10, tol: float = 0.01, seed: int = 0, backend: str = "torch",
-                      adam_steps: int | None = None, lr: float | None = None) -> AdditiveResult:
+                      max_rounds: int = 10, tol: float = 0.01, seed: int = 0, backend: str = "torch") -> AdditiveResult:
     """AQLM for one layer: residual k-means, then rounds of codebook/scale updates and beam search
     until a round improves the error by less than ``tol`` (relative) or after ``max_rounds``.
 
@@ -304,8 +303,6 @@ def quantize_additive(W: Tensor, H: Tensor, *, n_codebooks: int = 2, bits: int =
         n_codebooks, bits, group_size: M, B, g ("2x8 g8": M = 2, B = 8, g = 8).
         beam_size: hypotheses kept by the code search (the reference's search: 8, ``tol=0.001``).
         codebook_steps: conjugate-gradient iterations of the codebook solve at most, per round.
-        adam_steps, lr: the keywords of the Adam update this solve replaced; ``adam_steps`` given is
-            taken as ``codebook_steps`` (the solve stops on its own when converged), ``lr`` is unused.
     Codebooks and scales are rounded to fp16 (what is stored, and what the accounting counts) before
     the last beam search, so the codes are optimal for the stored values.
     """
@@ -313,8 +310,6 @@ def quantize_additive(W: Tensor, H: Tensor, *, n_codebooks: int = 2, bits: int =
         raise ValueError("weight or Hessian holds non-finite values (NaN or infinity)")
     if H.shape != (W.shape[1], W.shape[1]):
         raise ValueError(f"Hessian shape {tuple(H.shape)} does not match weight input dim {W.shape[1]}")
-    if adam_steps is not None:  # the keyword of the Adam update this solve replaced
-        codebook_steps = adam_steps
     W, H = W.detach().float(), H.detach().float()
     norm = float(output_error(W, torch.zeros_like(W), H).clamp_min(1e-30))
     codes, C, s = residual_kmeans_init(W, n_codebooks, bits, group_size, iters=kmeans_iters, seed=seed,
