@@ -37,7 +37,7 @@ from lowbit.core.formats import QuantizedWeight
 
 log = logging.getLogger(__name__)
 
-_SRC = Path(__file__).with_name("csrc") / "gemv_u4.c"
+_CSRC = Path(__file__).with_name("csrc")
 
 
 def _cache_dir() -> Path:
@@ -46,24 +46,28 @@ def _cache_dir() -> Path:
 
 @functools.cache
 def _library() -> ctypes.CDLL | None:
-    """Compile (once per source version, cached under ``$LOWBIT_HOME/kernels``) and load the C kernel."""
+    """Compile every ``csrc/*.c`` into one library (once per source version, cached under
+    ``$LOWBIT_HOME/kernels``) and load it; None without a working C compiler."""
     cc = shutil.which(os.environ.get("CC", "cc"))
     if cc is None:
         return None
-    src = _SRC.read_bytes()
-    so = _cache_dir() / f"gemv_u4-{hashlib.sha256(src).hexdigest()[:16]}.so"
+    srcs = sorted(_CSRC.glob("*.c"))
+    digest = hashlib.sha256(b"".join(s.name.encode() + s.read_bytes() for s in srcs)).hexdigest()[:16]
+    so = _cache_dir() / f"lowbit_cpu-{digest}.so"
     if not so.exists():
         so.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=so.parent) as tmp:
             out = Path(tmp) / so.name
-            cmd = [cc, "-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC", str(_SRC), "-o", str(out)]
+            cmd = [cc, "-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC",
+                   *map(str, srcs), "-o", str(out)]
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
                 log.warning("CPU kernel not built (%s): %s", " ".join(cmd), r.stderr[-500:])
                 return None
             os.replace(out, so)  # atomic: concurrent builders each install a complete file
     lib = ctypes.CDLL(str(so))
-    lib.lowbit_gemv_u4.restype = None
+    for fn in ("lowbit_gemv_u4", "lowbit_gemv_lut4", "lowbit_gemv_lut8", "lowbit_gemv_bcq"):
+        getattr(lib, fn).restype = None
     return lib
 
 

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from lowbit.core.formats import QuantizedWeight
 
-from . import cpu
+from . import cpu, cpu_lut
 from . import triton as gpu
 
 Meta = dict[str, Any]
@@ -50,6 +50,11 @@ REFERENCE = Kernel("reference", None, None, lambda meta: True, lambda: True, ref
 KERNELS: list[Kernel] = [
     Kernel("cpu_gemv_u4", "cpu", 1, cpu.supports, cpu.available, cpu.prepare,
            lambda state, x: cpu.gemv(state, x).to(x.dtype)),
+    Kernel("cpu_lut_table", "cpu", 1, cpu_lut.supports_table, cpu_lut.available, cpu_lut.prepare_table, cpu_lut.run),
+    Kernel("cpu_lut_binary", "cpu", 1, cpu_lut.supports_binary, cpu_lut.available, cpu_lut.prepare_binary,
+           cpu_lut.run),
+    Kernel("cpu_lut_additive", "cpu", 1, cpu_lut.supports_additive, cpu_lut.available, cpu_lut.prepare_additive,
+           cpu_lut.run),
     *(Kernel(name, "cuda", gpu.MAX_BATCH, supports, gpu.available, prepare, run)
       for name, supports, prepare, run in gpu.ENTRIES),
     REFERENCE,
