@@ -14,7 +14,6 @@ are identical. tests/test_checkpoint.py runs the same check on a two-block cut o
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import subprocess
 import sys
@@ -61,12 +60,9 @@ print(json.dumps(out))
 
 
 def load_recipe(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    from lowbit.core.recipe import load_recipe as load_file
+
+    return load_file(ROOT / "recipes" / f"{name}.py")
 
 
 def round_trip(name: str, common: list[str], dest: Path, eval_seqlen: int, eval_windows: int,

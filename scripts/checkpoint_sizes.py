@@ -18,7 +18,6 @@ on two SmolLM2 blocks on the 2-core development machine the rank-1 updates took 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import shutil
@@ -60,12 +59,9 @@ DEFAULT = ["rtn_w4_g64", "rtn_w3_g64", "rtn_w2_g64", "gptq_w3_g64", "spqr_w3"]
 
 
 def load_recipe(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    from lowbit.core.recipe import load_recipe as load_file
+
+    return load_file(ROOT / "recipes" / f"{name}.py")
 
 
 def header_bytes(path: Path) -> int:

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from lowbit.core.recipe import load_recipe as load_recipe_file
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_recipe(name: str) -> ModuleType:
     """Import ``recipes/<name>.py`` as a module."""
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_recipe_file(ROOT / "recipes" / f"{name}.py")
 
 
 @pytest.fixture(scope="session")

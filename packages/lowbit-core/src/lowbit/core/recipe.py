@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import logging
 import platform
@@ -125,6 +126,20 @@ class ActQuantConfig(RecipeConfig):
     def act_label(self) -> str:
         """``a16`` weight-only, else e.g. ``a8_token``."""
         return f"a{self.act_bits}_{self.act_granularity}" if self.act_bits else "a16"
+
+
+def load_recipe(path: str | Path) -> types.ModuleType:
+    """Import a recipe file (``recipes/gptq.py``) as the module ``recipe_<stem>`` (recipes are scripts,
+    not a package: tests and scripts load them by path)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no recipe file {path}")
+    spec = importlib.util.spec_from_file_location(f"recipe_{path.stem}", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _unwrap(tp: Any) -> tuple[Any, bool]:
