@@ -64,3 +64,13 @@ def test_lut_kernels_match_reference(seed: int, d_out: int, k: int, fmt: str) ->
     else:
         qw = random_additive(d_out, d_in, 1 + seed % 2, 8 if seed % 3 else 5, seed=seed, n_outliers=seed % 3)
     _check(qw, f"cpu_lut_{fmt}", seed)
+
+
+def test_loading_the_cpu_library_keeps_subnormal_floats() -> None:
+    """The compiled CPU kernels must not change the process's floating-point state (a library built
+    with -ffast-math turns on flush-to-zero for everyone when it is loaded)."""
+    from lowbit.kernels import cpu
+
+    cpu.available()  # builds and loads the library when a compiler exists
+    tiny = torch.tensor(1e-40, dtype=torch.float32)
+    assert tiny.item() != 0.0 and float(tiny * 1.0) != 0.0

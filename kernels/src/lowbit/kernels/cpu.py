@@ -40,6 +40,13 @@ log = logging.getLogger(__name__)
 _CSRC = Path(__file__).with_name("csrc")
 
 
+# Vectorised float reductions need reassociation, but not -ffast-math: with it (or -Ofast,
+# -funsafe-math-optimizations) GCC links crtfastmath.o, whose constructor turns on flush-to-zero and
+# denormals-are-zero for the whole process the moment the library is loaded.
+CFLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math",
+          "-fno-signed-zeros", "-fopenmp")
+
+
 def _cache_dir() -> Path:
     return Path(os.environ.get("LOWBIT_HOME", Path.home() / ".cache" / "lowbit")).expanduser() / "kernels"
 
@@ -52,14 +59,15 @@ def _library() -> ctypes.CDLL | None:
     if cc is None:
         return None
     srcs = sorted(_CSRC.glob("*.c"))
-    digest = hashlib.sha256(b"".join(s.name.encode() + s.read_bytes() for s in srcs)).hexdigest()[:16]
+    flags = list(CFLAGS)
+    digest = hashlib.sha256(" ".join(flags).encode() + b"".join(s.name.encode() + s.read_bytes() for s in srcs)
+                            ).hexdigest()[:16]
     so = _cache_dir() / f"lowbit_cpu-{digest}.so"
     if not so.exists():
         so.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=so.parent) as tmp:
             out = Path(tmp) / so.name
-            cmd = [cc, "-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC",
-                   *map(str, srcs), "-o", str(out)]
+            cmd = [cc, *flags, "-shared", "-fPIC", *map(str, srcs), "-o", str(out)]
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
                 log.warning("CPU kernel not built (%s): %s", " ".join(cmd), r.stderr[-500:])
