@@ -124,19 +124,21 @@ def _canonical(theta: Tensor) -> tuple[Tensor, Tensor]:
     return alphas, theta[:, 0]
 
 
-def fit_binary_code(counts: Tensor, k: int, levels: Tensor | None = None, *, chunk: int = 1 << 22) -> BinaryCode:
+def fit_binary_code(counts: Tensor, k: int, levels: Tensor | None = None, *, chunk: int | None = None) -> BinaryCode:
     """The exact k-bit binary code of a level histogram: every cut, pruned by a bound (module docstring).
 
     Args:
         counts: ``(P, m)`` non-negative weights of ``m`` levels, one problem per row.
         k: code bits, 1..3.
         levels: ``(m,)`` ascending level values (default ``0, 1, ..., m - 1``: integer levels).
-        chunk: (problem, cut) pairs bounded at once (memory: about 20 bytes each); larger is faster
-            on a GPU.
+        chunk: (problem, cut) pairs bounded at once (memory: about 20 bytes each); default 2^27 on a
+            GPU (few large launches), 2^22 elsewhere.
     Returns:
         :class:`BinaryCode` in float64 on ``counts.device``; ``error`` is the weighted squared error
         with every level on its nearest value.
     """
+    if chunk is None:
+        chunk = 1 << (27 if counts.is_cuda else 22)
     if counts.dim() != 2:
         raise ValueError(f"counts must be (P, m), got shape {tuple(counts.shape)}")
     if not 1 <= k <= MAX_EXACT_BITS:

@@ -115,8 +115,7 @@ class BinaryCodeColumnQuantizer:
         counts = torch.zeros(M * d_out, maxq + 1, dtype=torch.float64, device=Wg.device)
         lv = levels.reshape(M * d_out, -1).long()
         counts.scatter_add_(1, lv, torch.ones_like(lv, dtype=torch.float64))
-        # one code per (multiplier, row), on integer levels; big chunks on a GPU (few launches)
-        code = fit_binary_code(counts, self.bits, chunk=1 << (27 if counts.is_cuda else 22))
+        code = fit_binary_code(counts, self.bits)  # one code per (multiplier, row), on integer levels
         a = code.alphas.to(Wg.dtype).reshape(M, d_out, -1)
         o = code.offsets.to(Wg.dtype).reshape(M, d_out)
         alphas = s[..., None] * a  # (M, d_out, k) merged
