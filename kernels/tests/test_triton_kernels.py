@@ -52,8 +52,9 @@ def xs(m: int, k: int, seed: int) -> torch.Tensor:
     return torch.randn(m, k, generator=g).half().to(DEVICE)
 
 
-# GEMV (one block per iteration, and several with masked tail blocks) and tl.dot (batches) paths
+# GEMV (one block per iteration, and several with masked tail blocks) and tl.dot (batches) paths; split K
 PATHS = [(1, Config(32, 16)), (1, Config(8, 128)), (5, Config(32, 32)), (19, Config(64, 64))]
+SPLIT_PATHS = [(1, Config(16, 32, 2, 2, 3)), (1, Config(32, 16, 4, 2, 2)), (6, Config(16, 32, 4, 2, 4))]
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])
@@ -61,7 +62,7 @@ PATHS = [(1, Config(32, 16)), (1, Config(8, 128)), (5, Config(32, 32)), (19, Con
 def test_uniform_paths(bits: int, act_order: bool) -> None:
     qw = random_uniform(40, 256, bits, 64, seed=bits, device=DEVICE, act_order=act_order, n_outliers=9)
     state = uniform.prepare(qw)
-    for m, config in PATHS:
+    for m, config in PATHS + SPLIT_PATHS:
         x = xs(m, 256, m)
         check(qw, uniform.run(state, x, config), x)
 
@@ -111,7 +112,8 @@ def test_binary_paths(bits: int, act_order: bool) -> None:
 def test_additive_paths(m_b: tuple[int, int]) -> None:
     qw = random_additive(40, 200, *m_b, seed=5, device=DEVICE, n_outliers=6)
     state = additive.prepare(qw)
-    for m, config in [(1, Config(32, 16)), (1, Config(8, 128)), (4, Config(32, 32)), (17, Config(64, 64))]:
+    paths = [(1, Config(32, 16)), (1, Config(8, 128)), (4, Config(32, 32)), (17, Config(64, 64))] + SPLIT_PATHS
+    for m, config in paths:
         x = xs(m, 200, m)
         check(qw, additive.run(state, x, config), x)
 

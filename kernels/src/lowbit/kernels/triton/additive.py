@@ -41,10 +41,13 @@ from .common import (
     candidates,
     choose,
     finish,
+    gather_stages,
     grid_outliers,
     load_x,
     mac,
     outlier_args,
+    output,
+    split_blocks,
     store_y,
     zeros_acc,
 )
@@ -80,49 +83,57 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Ad
 
 
 @triton.jit
-def additive_kernel(X, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm,
+def additive_kernel(X, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, n_groups,
                     NCB: tl.constexpr, B: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr,
-                    BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, OUT_CHUNK: tl.constexpr):
-    """``Y[m, n] = S[n] sum_j <X[m, 8j:8j+8], sum_i CB[i, code_i(n, j)]>`` for ``BLOCK_N`` rows over all
-    groups, ``BLOCK_J`` groups per iteration."""
+                    BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, SPLIT: tl.constexpr, SPLIT_GROUPS,
+                    OUT_CHUNK: tl.constexpr):
+    """``Y[m, n] = S[n] sum_j <X[m, 8j:8j+8], sum_i CB[i, code_i(n, j)]>`` for ``BLOCK_N`` rows over groups
+    ``pid_k SPLIT_GROUPS ..`` (all ``n_groups = K / 8`` without split), ``BLOCK_J`` groups per iteration."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
+    pid_k = tl.program_id(2)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rows = tl.minimum(offs_n, N - 1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_mask = offs_m < M
-    n_groups = K // 8
+    j_start = pid_k * SPLIT_GROUPS
+    j_end = tl.minimum(j_start + SPLIT_GROUPS, n_groups)
     e = tl.arange(0, 8)
-    acc = zeros_acc(BLOCK_M, BLOCK_N, BLOCK_J, 8)
-    for j0 in range(0, n_groups, BLOCK_J):
+    acc = zeros_acc(BLOCK_M, BLOCK_N, BLOCK_J, 1)
+    for j0 in range(j_start, j_end, BLOCK_J):
         jj = j0 + tl.arange(0, BLOCK_J)
-        ok = jj < n_groups
+        ok = jj < j_end
         c = tl.load(C + rows[:, None] * n_groups + jj[None, :], mask=ok[None, :], other=0).to(tl.int32) & 0xFFFF
-        w = tl.zeros((BLOCK_N, BLOCK_J, 8), dtype=tl.float32)
-        for i in tl.static_range(NCB):
+        w = tl.load(CB + (c & ((1 << B) - 1))[:, :, None] * 8 + e[None, None, :])
+        for i in tl.static_range(1, NCB):
             code = (c >> (i * B)) & ((1 << B) - 1)
-            w += tl.load(CB + (i << B) * 8 + code[:, :, None] * 8 + e[None, None, :]).to(tl.float32)
+            w += tl.load(CB + (i << B) * 8 + code[:, :, None] * 8 + e[None, None, :])
         k = jj[:, None] * 8 + e[None, :]
-        x = load_x(X, stride_xm, offs_m, m_mask, k, ok[:, None] & (k < K), X, False)
-        acc = mac(acc, x, w, BLOCK_M, BLOCK_N, BLOCK_J * 8)
+        x = load_x(X, stride_xm, offs_m, m_mask, k, ok[:, None], X, False)
+        if BLOCK_M == 1:
+            acc += tl.sum(w * x, axis=2, keep_dims=True).to(tl.float32)
+        else:
+            acc = mac(acc, x, w, BLOCK_M, BLOCK_N, BLOCK_J * 8)
     acc = finish(acc, BLOCK_M) * tl.load(S + rows).to(tl.float32)[None, :]
     if HAS_OUT:
-        acc = add_outliers(acc, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
+        acc = add_outliers(acc, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL, pid_k == 0,
                            BLOCK_M, BLOCK_N, OUT_CHUNK)
-    store_y(Y, acc, offs_m, m_mask, offs_n, N)
+    store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT)
 
 
 def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
     m, (n, k) = x.shape[0], st.shape
     bm = block_m(m)
-    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    y = output(m, n, c, x)
+    n_groups = k // GROUP
     # one int16 code per 8 weights: half a config word per group keeps the fp32 tiles at the uniform
     # kernel's size (BLOCK_N x words values)
-    block_j = min(max(2, c.words // 2), triton.next_power_of_2(st.codes.shape[1]))
-    additive_kernel[(triton.cdiv(n, c.block_n), triton.cdiv(m, bm))](
-        x, y, st.codes, st.codebooks, st.scales, *outlier_args(st.outliers, y), m, n, k, x.stride(0),
+    block_j = min(max(2, c.words // 2), triton.next_power_of_2(triton.cdiv(n_groups, c.split_k)))
+    additive_kernel[(triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k)](
+        x, y, st.codes, st.codebooks, st.scales, *outlier_args(st.outliers, y), m, n, k, x.stride(0), n_groups,
         NCB=st.n_codebooks, B=st.bits, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
-        BLOCK_J=block_j, OUT_CHUNK=OUT_CHUNK, num_warps=c.num_warps, num_stages=c.num_stages)
+        BLOCK_J=block_j, SPLIT=c.split_k, SPLIT_GROUPS=split_blocks(n_groups, block_j, c.split_k),
+        OUT_CHUNK=OUT_CHUNK, num_warps=c.num_warps, num_stages=gather_stages(c, bm))
     return y
 
 

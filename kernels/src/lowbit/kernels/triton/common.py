@@ -16,8 +16,10 @@ both planes load with the same tile shape).
 
 **Tiles.** One program per ``BLOCK_N`` output rows (and ``BLOCK_M`` activation rows) loops over all of
 K, ``GPI`` blocks (``BLOCK_K = GPI KB`` inputs) per iteration; blocks past K are masked (K need not
-be a multiple of ``BLOCK_K``). No split K, no atomics, no zero-fill or cast launches: one launch
-writes ``y`` in the activations' dtype. A batch of one row is a GEMV: an fp32 ``(BLOCK_N, GPI, WB)``
+be a multiple of ``BLOCK_K``). With ``split_k = 1`` one launch writes ``y`` in the activations' dtype
+(no zero-fill, atomics or cast); with ``split_k > 1`` (chosen by the tuner, see :class:`Config`)
+programs ``pid_k`` sum consecutive ranges of ``SPLIT_BLOCKS`` blocks and add into a zero-filled ``y``.
+A batch of one row is a GEMV: an fp32 ``(BLOCK_N, GPI, WB)``
 accumulator gets ``w x`` elementwise, reduced over K once after the loop (no reduction per
 iteration). Larger batches dequantize each shift's tile to fp16 and ``tl.dot`` it (fp32 accumulation).
 Integer codes become floats with the exponent trick ``as_float(q | 0x4B000000) - 2^23`` (two full-rate
@@ -191,12 +193,14 @@ def finish(acc, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
-def add_outliers(acc, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
+def add_outliers(acc, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL, active,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr):
-    """``acc[m, n] += sum_{i in row n} delta_i x[m, col_i]`` for this program's rows (CSR, see above)."""
+    """``acc[m, n] += sum_{i in row n} delta_i x[m, col_i]`` for this program's rows (CSR, see above);
+    nothing unless ``active`` (split K: only the first program of a row tile adds them)."""
     n0 = tl.min(offs_n, axis=0)
     start = tl.load(PTR + n0)
     end = tl.load(PTR + tl.minimum(n0 + BLOCK_N, N))
+    end = tl.where(active, end, start)
     for c0 in range(start, end, CHUNK):
         e = c0 + tl.arange(0, CHUNK)
         ok = e < end
@@ -214,10 +218,14 @@ def add_outliers(acc, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, 
 
 
 @triton.jit
-def store_y(Y, acc, offs_m, m_mask, offs_n, N):
-    """Write the ``(BLOCK_M, BLOCK_N)`` tile in ``Y``'s dtype."""
-    tl.store(Y + offs_m[:, None] * N + offs_n[None, :], acc.to(Y.dtype.element_ty),
-             mask=m_mask[:, None] & (offs_n < N)[None, :])
+def store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT: tl.constexpr):
+    """Write the ``(BLOCK_M, BLOCK_N)`` tile in ``Y``'s dtype (split K: add it atomically)."""
+    ptr = Y + offs_m[:, None] * N + offs_n[None, :]
+    mask = m_mask[:, None] & (offs_n < N)[None, :]
+    if SPLIT > 1:
+        tl.atomic_add(ptr, acc.to(Y.dtype.element_ty), mask=mask, sem="relaxed")
+    else:
+        tl.store(ptr, acc.to(Y.dtype.element_ty), mask=mask)
 
 
 # ------------------------------------------------------------------------------------------------ launch
@@ -227,19 +235,27 @@ def store_y(Y, acc, offs_m, m_mask, offs_n, N):
 class Config:
     """One launch configuration: output rows per program, word positions per row per iteration
     (``BLOCK_K = words PER``: 4-byte words, so the bytes in flight per row do not depend on the
-    width), warps, pipeline stages."""
+    width), warps, pipeline stages, and ``split_k``: programs sharing a row tile along K (each sums a
+    contiguous range of blocks and adds its partial into ``y`` with an fp16 atomic add; ``y`` is
+    zero-filled first). Split K gives a layer with few row tiles (4096 rows at batch 16, or a long K)
+    enough programs to fill the GPU."""
 
     block_n: int
     words: int
     num_warps: int = 4
     num_stages: int = 2
+    split_k: int = 1
 
 
-# GEMV: 2-8 KiB of codes per program and iteration (8-16 words in flight per thread), 256-1024
-# programs on the 4096-row layers (>= 2 waves of 132 SMs). Batches: tl.dot tiles of 32-64 rows.
-GEMV_CONFIGS = [Config(8, 128, 4, 2), Config(16, 64, 4, 3), Config(16, 128, 8, 2), Config(4, 128, 2, 3),
-                Config(32, 32, 4, 4)]
-DOT_CONFIGS = [Config(32, 32, 4, 2), Config(64, 32, 4, 3), Config(32, 64, 8, 2), Config(16, 32, 4, 3)]
+# GEMV: several rows per thread for the same inputs (each activation loaded, converted and scaled once
+# for all of them: about 4-5 instructions per 4-bit code in the compiled loop against 6-9 with one row
+# per thread), so few row tiles, split along K for >= 2 programs per SM. Batches: tl.dot tiles of 16-64
+# rows, split along K when the row tiles alone are fewer than about two per SM.
+GEMV_CONFIGS = [Config(16, 64, 4, 3), Config(32, 64, 4, 3, 2), Config(32, 64, 4, 3, 4), Config(64, 32, 4, 3, 4),
+                Config(64, 32, 2, 3, 8), Config(32, 32, 2, 3, 4), Config(16, 32, 2, 3, 2), Config(8, 128, 2, 2),
+                Config(16, 128, 8, 2)]
+DOT_CONFIGS = [Config(32, 32, 4, 2), Config(64, 32, 4, 3), Config(32, 64, 8, 2), Config(16, 32, 4, 3),
+               Config(32, 32, 4, 3, 4), Config(16, 32, 4, 3, 2), Config(64, 32, 4, 3, 8), Config(32, 64, 4, 3, 8)]
 
 
 def block_m(m: int) -> int:
@@ -257,9 +273,29 @@ def blocks_per_iter(c: Config, per: int, kb: int, n_blocks: int, m: int) -> int:
     return gpi
 
 
-def candidates(m: int) -> list[Config]:
-    """The configurations tried for ``m`` activation rows (the first is the untuned default)."""
-    return list(GEMV_CONFIGS if m == 1 else DOT_CONFIGS)
+def candidates(m: int, split: bool = True) -> list[Config]:
+    """The configurations tried for ``m`` activation rows (the first is the untuned default); without
+    ``split`` only those of ``split_k = 1`` (kernels that always sum all of K in one program)."""
+    return [c for c in (GEMV_CONFIGS if m == 1 else DOT_CONFIGS) if split or c.split_k == 1]
+
+
+def gather_stages(c: Config, bm: int) -> int:
+    """Pipeline stages of a kernel that gathers its weights from a table (lookup tables, codebooks):
+    ``c``'s for a GEMV, 1 for ``tl.dot`` batches, whose software pipeliner would turn the gathers into
+    ``cp.async`` copies, which bypass L1 and so read every table entry from L2 (AQLM 2x8 at batch 16
+    took 175 us on a 4096 x 4096 layer against 19 us at batch 1)."""
+    return c.num_stages if bm == 1 else 1
+
+
+def output(m: int, n: int, c: Config, like: Tensor) -> Tensor:
+    """The ``(m, n)`` output in ``like``'s dtype: zero-filled for split K (partials are atomically added)."""
+    make = torch.zeros if c.split_k > 1 else torch.empty
+    return make(m, n, dtype=like.dtype, device=like.device)
+
+
+def split_blocks(n_blocks: int, gpi: int, split_k: int) -> int:
+    """Blocks summed by each of ``split_k`` programs along K: a multiple of ``gpi``."""
+    return triton.cdiv(triton.cdiv(n_blocks, split_k), gpi) * gpi
 
 
 _BEST: dict[tuple, Config] = {}

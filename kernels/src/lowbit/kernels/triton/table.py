@@ -48,6 +48,7 @@ from .common import (
     choose,
     code_at,
     finish,
+    gather_stages,
     grid_outliers,
     load_words,
     load_x,
@@ -233,9 +234,9 @@ def table_kernel(X, Y, Q0, Q1, T, PERM, PTR, OROW, OCOL, OVAL, M, N, stride_xm, 
         acc += segment(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
                        WO3, KO3, KP3, KV3, KB, TGS, B3, HAS_PERM, BLOCK_M, BLOCK_N, G3)
     if HAS_OUT:
-        acc = add_outliers(acc, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
+        acc = add_outliers(acc, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL, True,
                            BLOCK_M, BLOCK_N, OUT_CHUNK)
-    store_y(Y, acc, offs_m, m_mask, offs_n, N)
+    store_y(Y, acc, offs_m, m_mask, offs_n, N, 1)
 
 
 def _launch(st: TableState, x: Tensor, c: Config) -> Tensor:
@@ -252,7 +253,7 @@ def _launch(st: TableState, x: Tensor, c: Config) -> Tensor:
         *outlier_args(st.outliers, y), m, n, x.stride(0), st.words.shape[1], high.shape[1], st.table_stride,
         *ints, **{f"B{i}": s.bits for i, s in enumerate(segs)}, **gpis, KB=st.block, TGS=st.group_size,
         HAS_PERM=st.cols is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
-        OUT_CHUNK=OUT_CHUNK, num_warps=c.num_warps, num_stages=c.num_stages)
+        OUT_CHUNK=OUT_CHUNK, num_warps=c.num_warps, num_stages=gather_stages(c, bm))
     return y
 
 
@@ -263,5 +264,5 @@ def run(st: TableState, x: Tensor, config: Config | None = None) -> Tensor:
     if config is None:
         key = ("table", *st.shape, st.group_size, tuple((s.bits, s.k_pad) for s in st.segments),
                st.outliers is not None, block_m(xa.shape[0]), xa.dtype)
-        config = choose(key, candidates(xa.shape[0]), lambda c: _launch(st, xa, c), xa.device)
+        config = choose(key, candidates(xa.shape[0], split=False), lambda c: _launch(st, xa, c), xa.device)
     return _launch(st, xa, config).to(x.dtype)

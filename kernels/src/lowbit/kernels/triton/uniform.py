@@ -13,8 +13,10 @@ dequantized once at prepare). Layout built once by :func:`prepare`:
   ``x[perm[k]]`` (a gather on the small activation vector, no extra launch);
 - sparse outliers in the same pass (:func:`lowbit.kernels.triton.common.add_outliers`).
 
-Per code the GEMV spends a shift, a mask-and-exponent LOP, a FADD (exponent trick) and two FFMAs
-(``q s - z s``, then ``x``); the accumulator is reduced over K once.
+Per code the GEMV spends one LOP3 (the code's bits masked in place into the exponent of 2^23), one FADD
+and one FFMA (with the activation times a power of two that undoes the code's bit position); per word
+position of a block the scale and zero, ``s (sum q x - z sum x)``; the accumulator is reduced over K
+once. Batches dequantize to fp16 tiles for ``tl.dot``.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ from .common import (
     load_x,
     mac,
     outlier_args,
+    output,
     pack_codes,
+    split_blocks,
     store_y,
     zeros_acc,
 )
@@ -101,29 +105,61 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Un
 
 
 @triton.jit
-def uniform_kernel(X, Y, Q0, Q1, S, Z, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm,
+def scaled_code(w, wh, magic, i: tl.constexpr, W: tl.constexpr):
+    """Code ``i`` of a ``W``-bit plane word tile as fp32 times ``2^E`` (:func:`code_exp`): the code's bits
+    masked in place and or-ed into the exponent of 2^23 (one LOP3), minus 2^23 (one FADD); no shift.
+    Codes that reach past bit 22 are taken from ``wh = w >> 16`` (one shift per word, not per code).
+    ``magic`` (0x4B000000) is a kernel argument, so the LOP3 reads it from the constant bank and takes
+    the mask as its immediate (as two literals the mask costs a MOV per code)."""
+    POS: tl.constexpr = i * W
+    if POS + W > 23:
+        v = wh & (((1 << W) - 1) << (POS - 16))
+    else:
+        v = w & (((1 << W) - 1) << POS)
+    return (v | magic).to(tl.float32, bitcast=True) - 8388608.0
+
+
+@triton.jit
+def code_weight(i: tl.constexpr, W: tl.constexpr, SHIFT: tl.constexpr):
+    """``2^(SHIFT - E)``: what undoes :func:`scaled_code`'s ``2^E`` for code ``i`` of a ``W``-bit plane that
+    holds bits ``SHIFT ..`` of the codes (exact: a power of two, folded into the activation)."""
+    POS: tl.constexpr = i * W
+    E: tl.constexpr = POS - 16 if POS + W > 23 else POS
+    return 1.0 * (1 << SHIFT) / (1 << E)
+
+
+@triton.jit
+def uniform_kernel(X, Y, Q0, Q1, S, Z, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, row_words, MAGIC,
                    GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
                    HAS_PERM: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   GPI: tl.constexpr, OUT_CHUNK: tl.constexpr):
+                   GPI: tl.constexpr, SPLIT: tl.constexpr, SPLIT_BLOCKS, OUT_CHUNK: tl.constexpr):
     """``Y[m, n] = sum_k X[m, perm(k)] s[n, k // GS] (q[n, k] - z[n, k // GS])`` for ``BLOCK_N`` rows over
-    all of K, ``GPI`` blocks of ``KB`` inputs per iteration (see :mod:`lowbit.kernels.triton.common`).
-    Per code: shift, mask|exponent, FADD, FFMA by the scale (with ``-z s``), FFMA by x."""
+    blocks ``pid_k SPLIT_BLOCKS ..`` of ``KB`` inputs (all of K without split), ``GPI`` blocks per
+    iteration (see :mod:`lowbit.kernels.triton.common`). ``row_words = K / PER`` is an argument so that
+    Triton sees its divisibility by 16 and vectorizes the loads of words and activations.
+
+    GEMV: per block and row ``s (sum_k q_k x_k - z sum_k x_k)``; per code one LOP3, one FADD
+    (:func:`scaled_code`) and one FFMA with the activation pre-multiplied by :func:`code_weight`; the
+    scale and zero once per word position. Batches: per code shift, mask|exponent, FADD and an FFMA by
+    the scale (with ``-z s``) give the fp16 tile for ``tl.dot``."""
     WB: tl.constexpr = KB // PER
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
+    pid_k = tl.program_id(2)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rows = tl.minimum(offs_n, N - 1)  # loads unmasked along rows; the store masks
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_mask = offs_m < M
     n_blocks = K // KB
-    row_words = K // PER
+    b_start = pid_k * SPLIT_BLOCKS
+    b_end = tl.minimum(b_start + SPLIT_BLOCKS, n_blocks)
     n_groups = K // GS
     gi = tl.arange(0, GPI)
     j = tl.arange(0, WB)
     acc = zeros_acc(BLOCK_M, BLOCK_N, GPI, WB)
-    for b0 in range(0, n_blocks, GPI):
+    for b0 in range(b_start, b_end, GPI):
         blk = b0 + gi
-        ok = blk < n_blocks
+        ok = blk < b_end
         wcol = blk[:, None] * WB + j[None, :]
         w0 = load_words(Q0, rows, row_words, wcol, ok)
         w1 = w0
@@ -131,18 +167,31 @@ def uniform_kernel(X, Y, Q0, Q1, S, Z, PERM, PTR, OROW, OCOL, OVAL, M, N, K, str
             w1 = load_words(Q1, rows, row_words, wcol, ok)
         sp = rows[:, None] * n_groups + (blk * KB // GS)[None, :]
         s = tl.load(S + sp, mask=ok[None, :], other=0.0).to(tl.float32)[:, :, None]
-        bz = -tl.load(Z + sp, mask=ok[None, :], other=0.0).to(tl.float32)[:, :, None] * s
+        z = tl.load(Z + sp, mask=ok[None, :], other=0.0).to(tl.float32)[:, :, None]
         k = blk[:, None] * KB + j[None, :]
-        k_ok = ok[:, None] & (k < K)
-        for i in tl.static_range(PER):
-            x = load_x(X, stride_xm, offs_m, m_mask, k + i * WB, k_ok, PERM, HAS_PERM)
-            w = as_float(code_at(w0, w1, i, W0, W1)) * s + bz
-            acc = mac(acc, x, w, BLOCK_M, BLOCK_N, GPI * WB)
+        k_ok = ok[:, None]  # K is a multiple of KB: a block's mask (lets the loads of x vectorize)
+        if BLOCK_M == 1:
+            w0h = w0 >> 16
+            p = tl.zeros((BLOCK_N, GPI, WB), dtype=tl.float32)
+            xsum = tl.zeros((1, GPI, WB), dtype=tl.float32)
+            for i in tl.static_range(PER):
+                x = load_x(X, stride_xm, offs_m, m_mask, k + i * WB, k_ok, PERM, HAS_PERM).to(tl.float32)
+                xsum += x
+                p += scaled_code(w0, w0h, MAGIC, i, W0) * (x * code_weight(i, W0, 0))
+                if W1 > 0:
+                    p += scaled_code(w1, w1, MAGIC, i, W1) * (x * code_weight(i, W1, W0))
+            acc += (p - z * xsum) * s
+        else:
+            bz = -z * s
+            for i in tl.static_range(PER):
+                x = load_x(X, stride_xm, offs_m, m_mask, k + i * WB, k_ok, PERM, HAS_PERM)
+                w = as_float(code_at(w0, w1, i, W0, W1)) * s + bz
+                acc = mac(acc, x, w, BLOCK_M, BLOCK_N, GPI * WB)
     acc = finish(acc, BLOCK_M)
     if HAS_OUT:
-        acc = add_outliers(acc, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
+        acc = add_outliers(acc, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL, pid_k == 0,
                            BLOCK_M, BLOCK_N, OUT_CHUNK)
-    store_y(Y, acc, offs_m, m_mask, offs_n, N)
+    store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT)
 
 
 def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
@@ -150,14 +199,16 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     bm = block_m(m)
     per = PER[st.bits]
     planes = PLANES[st.bits]
-    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm))
+    n_blocks = k // st.block
+    gpi = blocks_per_iter(c, per, st.block, triton.cdiv(n_blocks, c.split_k), m)
+    y = output(m, n, c, x)
+    grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k)
     uniform_kernel[grid](
         x, y, st.planes[0], st.planes[-1], st.scales, st.zeros, st.perm if st.perm is not None else st.scales,
-        *outlier_args(st.outliers, y), m, n, k, x.stride(0),
+        *outlier_args(st.outliers, y), m, n, k, x.stride(0), k // per, 0x4B000000,
         GS=st.group_size, KB=st.block, PER=per, W0=planes[0], W1=planes[1] if len(planes) > 1 else 0,
         HAS_PERM=st.perm is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
-        GPI=blocks_per_iter(c, per, st.block, k // st.block, m), OUT_CHUNK=OUT_CHUNK,
+        GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k), OUT_CHUNK=OUT_CHUNK,
         num_warps=c.num_warps, num_stages=c.num_stages)
     return y
 
