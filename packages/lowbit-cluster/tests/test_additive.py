@@ -31,6 +31,18 @@ def test_kmeans_vectors_assigns_to_nearest_and_does_not_get_worse() -> None:
     assert sse(c, a) <= sse(c1, a1) + 1e-4
 
 
+def test_kmeans_vectors_work_budget_caps_the_iterations() -> None:
+    """At most max(1, max_evaluations // (N k)) Lloyd iterations: the budget of 3 passes gives the
+    result of 3 iterations, a budget below one pass that of one; a large budget changes nothing."""
+    x = torch.randn(400, 8, generator=torch.Generator().manual_seed(1))
+    for budget, iters in ((400 * 16 * 3, 3), (400 * 16 * 3 + 5, 3), (7, 1)):
+        c, a = kmeans_vectors(x, 16, iters=25, max_evaluations=budget)
+        c_ref, a_ref = kmeans_vectors(x, 16, iters=iters)
+        assert torch.equal(c, c_ref) and torch.equal(a, a_ref)
+    c, _ = kmeans_vectors(x, 16, iters=25, max_evaluations=1 << 40)
+    assert not torch.equal(c, kmeans_vectors(x, 16, iters=3)[0])
+
+
 def test_kmeans_vectors_more_centroids_than_points_is_exact() -> None:
     x = torch.randn(10, 8)
     c, a = kmeans_vectors(x, 64)
@@ -58,6 +70,19 @@ def test_beam_search_never_increases_the_objective(seed: int, M: int, beam: int,
     new = beam_search(W, H, codes, C, s, beam_size=beam, block_groups=block, chunk_elements=chunk)
     after = float(output_error(W, additive_values(new, C, s), H))
     assert after <= before * (1 + 1e-5) + 1e-6
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), M=st.integers(1, 2), beam=st.integers(1, 3))
+def test_beam_search_row_chunks_do_not_change_the_codes(seed: int, M: int, beam: int) -> None:
+    """Scores are computed for chunks of rows (``chunk_elements``: one row at a time when it is
+    smaller than beam x K); every row's scores and top-k are the same whatever the chunk."""
+    W, H = heavy_tailed((24, 32), seed), random_hessian(32, seed + 1)
+    codes, C, s = residual_kmeans_init(W, M, 5, 4, iters=3, seed=seed)
+    C = C + 0.1 * torch.randn(C.shape, generator=torch.Generator().manual_seed(seed))
+    whole = beam_search(W, H, codes, C, s, beam_size=beam)
+    for chunk in (1, 7 * beam * 32):  # one row at a time; 7 rows a chunk (24 = 3 x 7 + 3)
+        assert torch.equal(beam_search(W, H, codes, C, s, beam_size=beam, chunk_elements=chunk), whole)
 
 
 def test_beam_search_finds_exact_codes_when_groups_decouple() -> None:
