@@ -159,11 +159,38 @@ def lowbit_formats() -> dict[str, tuple[str, Callable[[int, int, torch.device], 
     }
 
 
-def kernel_fns(kind: str) -> tuple[Callable[..., Any], Callable[[Any, Tensor], Tensor]]:
+def kernel_fns(kind: str) -> tuple[Callable[..., Any], Callable[..., Tensor], Callable[[Any, Tensor], tuple]]:
+    """``(prepare, run, tuning)`` of a kernel kind (see ``lowbit.kernels.triton``)."""
     from lowbit.kernels.triton import additive, table, uniform
 
-    return {"uniform": (uniform.prepare, uniform.run), "table": (table.prepare_table, table.run),
-            "binary": (table.prepare_binary, table.run), "additive": (additive.prepare, additive.run)}[kind]
+    return {"uniform": (uniform.prepare, uniform.run, uniform.tuning),
+            "table": (table.prepare_table, table.run, table.tuning),
+            "binary": (table.prepare_binary, table.run, table.tuning),
+            "additive": (additive.prepare, additive.run, additive.tuning)}[kind]
+
+
+def sweep_configs(states: list[Any], x: Tensor, run: Callable[..., Tensor], tuning: Callable[[Any, Tensor], tuple],
+                  timer: Timer, device: torch.device) -> tuple[Any, dict[str, float]]:
+    """Every candidate configuration timed as the layer rows are (rotated copies, one CUDA graph); the
+    fastest becomes the configuration of this key in this process (and in ``--write-tuned``)."""
+    from lowbit.kernels.triton import common
+
+    key, configs = tuning(states[0], common.as_activations(x))
+    times: dict[str, float] = {}
+    for c in configs:
+        try:
+            times[str(tuple(dataclasses.astuple(c)))] = timer([lambda s=s, c=c: run(s, x, c) for s in states])[0]
+        except Exception as e:  # does not compile or fit on this GPU
+            print(f"  config {c} failed: {type(e).__name__}: {str(e)[:120]}", file=sys.stderr)
+            times[str(tuple(dataclasses.astuple(c)))] = math.inf
+    best = min(configs, key=lambda c: times[str(tuple(dataclasses.astuple(c)))])
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    common._BEST[common.key_text((*key, gpu))] = best
+    SWEPT[common.key_text((*key, gpu))] = best
+    return best, times
+
+
+SWEPT: dict[str, Any] = {}  # key text -> configuration chosen by --sweep in this run
 
 
 def n_copies(nbytes: int, l2: int, cap: int = 64) -> int:
@@ -219,7 +246,7 @@ class Report:
     def save(self) -> None:
         from lowbit.kernels.triton import common
 
-        self.out["configs"] = {" ".join(map(str, k)): dataclasses.asdict(v) for k, v in common._BEST.items()}
+        self.out["configs"] = {k: dataclasses.asdict(v) for k, v in common._BEST.items()}
         if self.path:
             with open(self.path, "w") as f:
                 json.dump(self.out, f, indent=2, default=str)
@@ -235,7 +262,7 @@ def over(rep: Report, deadline: float, what: str) -> bool:
 
 
 def layer_section(rep: Report, shapes: list[tuple[int, int]], batches: list[int], device: torch.device,
-                  timer: Timer, bw: float, l2: int, only: list[str] | None, deadline: float) -> None:
+                  timer: Timer, bw: float, l2: int, only: list[str] | None, deadline: float, sweep: bool) -> None:
     formats = lowbit_formats()
     for m in batches:
         for d_out, d_in in shapes:
@@ -255,20 +282,24 @@ def layer_section(rep: Report, shapes: list[tuple[int, int]], batches: list[int]
             for name, (kind, build) in formats.items():
                 if (only and not any(o in name for o in only)) or over(rep, deadline, f"{name} {d_out}x{d_in} b{m}"):
                     continue
-                prepare, run = kernel_fns(kind)
+                prepare, run, tuning = kernel_fns(kind)
                 qw = build(d_out, d_in, device)
                 state = prepare(qw, device)
+                nb = state_bytes(state)
+                states = [state] + [map_tensors(state, torch.clone) for _ in range(n_copies(nb, l2) - 1)]
+                extra: dict[str, Any] = {}
+                if sweep:
+                    best, swept = sweep_configs(states, x, run, tuning, timer, device)
+                    extra = {"config": dataclasses.asdict(best), "sweep_us": swept}
                 y = run(state, x)
                 ref = x.float() @ qw.dequantize().T
                 err = float((y.float() - ref).abs().max() / ref.abs().max())
-                nb = state_bytes(state)
-                states = [state] + [map_tensors(state, torch.clone) for _ in range(n_copies(nb, l2) - 1)]
-                us, graphed = timer([lambda s=s: run(s, x) for s in states])
+                us, graphed = timer([lambda s=s: run(s, x) for s in states])  # the chosen one, timed anew
                 times[name] = us
                 floor = 1e6 * (nb + io_bytes) / bw
                 row = {"format": name, **base, "us": us, "speedup": fp16_us / us, "weight_bytes": nb,
                        "floor_us": floor, "bw_fraction": floor / us, "copies": len(states), "graphed": graphed,
-                       "rel_err": err}
+                       "rel_err": err, **extra}
                 if name.startswith("mixed") and isinstance(qw.bits, Tensor):
                     frac = {b: float((qw.bits == b).float().mean()) for b in (2, 3, 4)}
                     if all(f"table{b}" in times for b in frac):
@@ -339,7 +370,7 @@ def decode_section(rep: Report, device: torch.device, timer: Timer, l2: int, qui
         if name in ("table3", "table2") or (only and not any(o in name for o in only)) \
                 or over(rep, deadline, f"decode {name}"):
             continue
-        prepare, run = kernel_fns(kind)
+        prepare, run, _ = kernel_fns(kind)
         states = {k: prepare(build(*s, device), device) for k, s in shapes.items()}
         nb = sum(state_bytes(s) for s in states.values())
         copies = [states] + [{k: map_tensors(s, torch.clone) for k, s in states.items()}
@@ -362,6 +393,10 @@ def main() -> None:
     p.add_argument("--skip-decode", action="store_true")
     p.add_argument("--budget-s", type=float, help="start nothing new after this many seconds (rows so far kept)")
     p.add_argument("--baseline", help="an earlier run's JSON: its times beside each row")
+    p.add_argument("--sweep", action="store_true",
+                   help="time every candidate configuration of each lowbit row (rotated, graphed) and use the fastest")
+    p.add_argument("--write-tuned", metavar="JSON", help="merge the configurations chosen by --sweep into this "
+                   "per-GPU file (lowbit/kernels/triton/tuned/<gpu>.json, read by the kernels' tuner)")
     a = p.parse_args()
     if a.quick:
         os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
@@ -386,12 +421,24 @@ def main() -> None:
     shapes = QUICK_SHAPES if a.quick else LAYER_SHAPES
     deadline = time.monotonic() + (a.budget_s or math.inf)
     with torch.no_grad():  # batch 1 first, then decoding (tuned by then), then larger batches
-        layer_section(rep, shapes, a.batches[:1], device, timer, bw, l2, a.only, deadline)
+        layer_section(rep, shapes, a.batches[:1], device, timer, bw, l2, a.only, deadline, a.sweep)
         if not a.skip_decode:
             decode_section(rep, device, timer, l2, a.quick, a.only, deadline)
-        layer_section(rep, shapes, a.batches[1:], device, timer, bw, l2, a.only, deadline)
+        layer_section(rep, shapes, a.batches[1:], device, timer, bw, l2, a.only, deadline, a.sweep)
     rep.save()
+    if a.write_tuned and SWEPT:
+        write_tuned(a.write_tuned)
     print_table(rep.out)
+
+
+def write_tuned(path: str) -> None:
+    """Merge this run's swept configurations into the per-GPU file at ``path``."""
+    old = json.load(open(path)) if os.path.exists(path) else {}
+    old.update({k: dataclasses.asdict(v) for k, v in SWEPT.items()})
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(dict(sorted(old.items())), f, indent=1)
+    print(f"wrote {len(SWEPT)} configurations into {path} ({len(old)} in all)", flush=True)
 
 
 def print_table(out: dict[str, Any]) -> None:

@@ -215,3 +215,19 @@ def test_table_without_cuda_falls_back() -> None:
     """On the CPU the Triton entries never qualify (device ``cuda``)."""
     qw = random_uniform(8, 64, 4, 32)
     assert not select(QuantLinear.from_qweight(qw).meta, "cpu", 2).name.startswith("triton")
+
+
+def test_tuned_configs_round_trip(tmp_path, monkeypatch) -> None:
+    """The per-GPU file the benchmark's sweep writes (key text -> Config fields) reads back as Configs,
+    under a file name made from the GPU's name."""
+    import json
+
+    monkeypatch.setattr(common, "TUNED_DIR", tmp_path)
+    gpu = "NVIDIA H100 80GB HBM3"
+    key = common.key_text(("uniform", 4096, 4096, 4, 128, False, False, 1, torch.float16, gpu))
+    best = Config(32, 64, 4, 3, 4)
+    path = common.tuned_path(gpu)
+    assert path.parent == tmp_path and path.name == "nvidia_h100_80gb_hbm3.json"
+    path.write_text(json.dumps({key: dataclasses.asdict(best)}))
+    assert common.load_tuned(gpu) == {key: best}
+    assert common.load_tuned("another GPU") == {}

@@ -32,7 +32,6 @@ from torch import Tensor
 from lowbit.core.formats import QuantizedWeight
 
 from .common import (
-    OUT_CHUNK,
     Config,
     Outliers,
     add_outliers,
@@ -45,6 +44,7 @@ from .common import (
     grid_outliers,
     load_x,
     mac,
+    out_chunk,
     outlier_args,
     output,
     split_blocks,
@@ -133,16 +133,20 @@ def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
         x, y, st.codes, st.codebooks, st.scales, *outlier_args(st.outliers, y), m, n, k, x.stride(0), n_groups,
         NCB=st.n_codebooks, B=st.bits, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
         BLOCK_J=block_j, SPLIT=c.split_k, SPLIT_GROUPS=split_blocks(n_groups, block_j, c.split_k),
-        OUT_CHUNK=OUT_CHUNK, num_warps=c.num_warps, num_stages=gather_stages(c, bm))
+        OUT_CHUNK=out_chunk(c.block_n), num_warps=c.num_warps, num_stages=gather_stages(c, bm))
     return y
+
+
+def tuning(st: AdditiveState, xa: Tensor) -> tuple[tuple, list[Config]]:
+    """The tuning key of ``st`` for activations ``xa`` and the configurations tried."""
+    return (("additive", *st.shape, st.n_codebooks, st.bits, st.outliers is not None, block_m(xa.shape[0]),
+             xa.dtype), candidates(xa.shape[0]))
 
 
 def run(st: AdditiveState, x: Tensor, config: Config | None = None) -> Tensor:
     """``x @ W_hat^T``: ``x`` ``(M, d_in)`` -> ``(M, d_out)`` in ``x``'s dtype (fp16 activations, fp32
-    accumulation). ``config`` forces a launch configuration (tests)."""
+    accumulation). ``config`` forces a launch configuration (tests, the benchmark's sweep)."""
     xa = as_activations(x)
     if config is None:
-        key = ("additive", *st.shape, st.n_codebooks, st.bits, st.outliers is not None, block_m(xa.shape[0]),
-               xa.dtype)
-        config = choose(key, candidates(xa.shape[0]), lambda c: _launch(st, xa, c), xa.device)
+        config = choose(*tuning(st, xa), lambda c: _launch(st, xa, c), xa.device)
     return _launch(st, xa, config).to(x.dtype)

@@ -28,22 +28,31 @@ ALU ops instead of the quarter-rate ``I2F`` conversion).
 **Sparse outliers in the same pass** (SpQR, arXiv 2306.03078): CSR over output rows (row pointers
 int32; per entry its row and column in 16 bits, read back as unsigned, and ``delta = value -
 W_grid[r, c]`` in fp16). After its main loop a program walks the entries of its ``BLOCK_N`` rows in
-chunks of :data:`OUT_CHUNK` (independent gathers of ``x[col]``) and adds them to its rows with a masked
-sum (GEMV) or a ``tl.dot`` against the delta-weighted one-hot ``(chunk, BLOCK_N)`` matrix (batches).
+chunks of :func:`out_chunk` entries (independent gathers of ``x[col]``; the walk is not pipelined,
+so each chunk costs a memory latency: chunks hold about 4096 / ``BLOCK_N`` entries) and adds them to
+its rows with a masked sum (GEMV) or a ``tl.dot`` against the delta-weighted one-hot ``(chunk,
+BLOCK_N)`` matrix (batches).
 
-**Tuning.** :func:`choose` times each candidate of a short list (:func:`candidates`) on its first call
-for a key (shape, batch bucket, format parameters, GPU) with ``triton.testing.do_bench`` (which flushes
-L2 before each repetition) and keeps the fastest in a process-wide dict. Under Triton's interpreter
-(CPU tensors), or with ``LOWBIT_TRITON_TUNE=0``, the first candidate is used.
+**Tuning.** Configurations are cached per GPU model: ``benchmarks/gpu_kernels.py --sweep --write-tuned``
+times every candidate (:func:`candidates`) of each format, shape and batch bucket the way the benchmark
+times layers (weights rotated past L2, calls in one CUDA graph) and writes the fastest to a file under
+:data:`TUNED_DIR` named after the GPU, shipped with the package. :func:`choose` reads that file on the
+first call on a GPU; for a key (shape, batch bucket, format parameters, GPU) not in it, it times the
+candidates with ``triton.testing.do_bench`` (one call after an L2 flush) and keeps the fastest in a
+process-wide dict. Under Triton's interpreter (CPU tensors), or with ``LOWBIT_TRITON_TUNE=0``, the
+first candidate is used.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 import triton
@@ -56,7 +65,7 @@ log = logging.getLogger(__name__)
 
 PLANES: dict[int, tuple[int, ...]] = {1: (1,), 2: (2,), 3: (2, 1), 4: (4,)}
 PER: dict[int, int] = {1: 32, 2: 16, 3: 16, 4: 8}  # codes per word position
-OUT_CHUNK = 32  # outlier entries per step
+TUNED_DIR = Path(__file__).parent / "tuned"  # per-GPU configurations measured by benchmarks/gpu_kernels.py --sweep
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -247,13 +256,15 @@ class Config:
     split_k: int = 1
 
 
-# GEMV: several rows per thread for the same inputs (each activation loaded, converted and scaled once
-# for all of them: about 4-5 instructions per 4-bit code in the compiled loop against 6-9 with one row
-# per thread), so few row tiles, split along K for >= 2 programs per SM. Batches: tl.dot tiles of 16-64
-# rows, split along K when the row tiles alone are fewer than about two per SM.
-GEMV_CONFIGS = [Config(16, 64, 4, 3), Config(32, 64, 4, 3, 2), Config(32, 64, 4, 3, 4), Config(64, 32, 4, 3, 4),
-                Config(64, 32, 2, 3, 8), Config(32, 32, 2, 3, 4), Config(16, 32, 2, 3, 2), Config(8, 128, 2, 2),
-                Config(16, 128, 8, 2)]
+# GEMV: the session-12 list (2-8 KiB of codes per program and iteration, 256-1024 programs on the
+# 4096-row layers) and configurations with several rows per thread for the same inputs (each
+# activation loaded, converted and scaled once for all of them: about 4-5 instructions per 4-bit code
+# in the compiled loop against 6-9 with one row per thread) and so few row tiles, split along K for
+# >= 2 programs per SM. On the H100 the tuner picks from both (docs/results.md). Batches: tl.dot tiles
+# of 16-64 rows, split along K when the row tiles alone are fewer than about two per SM.
+GEMV_CONFIGS = [Config(8, 128, 4, 2), Config(16, 64, 4, 3), Config(16, 128, 8, 2), Config(4, 128, 2, 3),
+                Config(32, 32, 4, 4), Config(32, 64, 4, 3, 2), Config(32, 64, 4, 3, 4), Config(64, 32, 2, 3, 8),
+                Config(16, 32, 2, 3, 2)]
 DOT_CONFIGS = [Config(32, 32, 4, 2), Config(64, 32, 4, 3), Config(32, 64, 8, 2), Config(16, 32, 4, 3),
                Config(32, 32, 4, 3, 4), Config(16, 32, 4, 3, 2), Config(64, 32, 4, 3, 8), Config(32, 64, 4, 3, 8)]
 
@@ -279,6 +290,12 @@ def candidates(m: int, split: bool = True) -> list[Config]:
     return [c for c in (GEMV_CONFIGS if m == 1 else DOT_CONFIGS) if split or c.split_k == 1]
 
 
+def out_chunk(block_n: int) -> int:
+    """Outlier entries per step of :func:`add_outliers`: ``4096 / BLOCK_N`` (32..512), so a 0.5% outlier
+    layer takes 2-4 steps per program (each step waits for its loads: with 32 entries a step, 11)."""
+    return min(512, max(32, 4096 // block_n))
+
+
 def gather_stages(c: Config, bm: int) -> int:
     """Pipeline stages of a kernel that gathers its weights from a table (lookup tables, codebooks):
     ``c``'s for a GEMV, 1 for ``tl.dot`` batches, whose software pipeliner would turn the gathers into
@@ -298,14 +315,41 @@ def split_blocks(n_blocks: int, gpi: int, split_k: int) -> int:
     return triton.cdiv(triton.cdiv(n_blocks, split_k), gpi) * gpi
 
 
-_BEST: dict[tuple, Config] = {}
+_BEST: dict[str, Config] = {}  # key_text((*key, gpu)) -> configuration
+_LOADED: set[str] = set()
+
+
+def key_text(key: tuple) -> str:
+    """A tuning key as stored in the per-GPU files (and the benchmark's JSON): its parts joined by spaces."""
+    return " ".join(map(str, key))
+
+
+def tuned_path(gpu: str) -> Path:
+    """The file of configurations measured on ``gpu`` (a device name, e.g. "NVIDIA H100 80GB HBM3")."""
+    return TUNED_DIR / (re.sub(r"[^A-Za-z0-9]+", "_", gpu).strip("_").lower() + ".json")
+
+
+def load_tuned(gpu: str) -> dict[str, Config]:
+    """``key text -> Config`` measured on ``gpu`` by ``benchmarks/gpu_kernels.py --sweep`` (empty without a file)."""
+    path = tuned_path(gpu)
+    if not path.is_file():
+        return {}
+    return {k: Config(**v) for k, v in json.loads(path.read_text()).items()}
 
 
 def choose(key: tuple, configs: Sequence[Config], launch: Callable[[Config], object], device: torch.device) -> Config:
-    """The fastest of ``configs`` for ``key`` on this GPU (timed once per process), the first on the CPU."""
+    """The configuration for ``key`` on this GPU: the one measured for it on this GPU model (file under
+    :data:`TUNED_DIR`), else the fastest of ``configs`` timed once per process by ``do_bench`` (one call
+    after an L2 flush: on an H100 its ranking of configurations within ~20% of each other changed from
+    run to run), the first on the CPU."""
     if device.type != "cuda" or len(configs) == 1 or os.environ.get("LOWBIT_TRITON_TUNE") == "0":
         return configs[0]
-    full = (*key, torch.cuda.get_device_name(device))
+    gpu = torch.cuda.get_device_name(device)
+    full = key_text((*key, gpu))
+    if gpu not in _LOADED:
+        _LOADED.add(gpu)
+        for k, c in load_tuned(gpu).items():
+            _BEST.setdefault(k, c)
     best = _BEST.get(full)
     if best is None:
         from triton.testing import do_bench

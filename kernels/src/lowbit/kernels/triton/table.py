@@ -35,7 +35,6 @@ from torch import Tensor
 from lowbit.core.formats import QuantizedWeight, binary_code_values
 
 from .common import (
-    OUT_CHUNK,
     PER,
     Config,
     Outliers,
@@ -53,6 +52,7 @@ from .common import (
     load_words,
     load_x,
     mac,
+    out_chunk,
     outlier_args,
     pack_codes,
     pad_cols,
@@ -253,16 +253,21 @@ def _launch(st: TableState, x: Tensor, c: Config) -> Tensor:
         *outlier_args(st.outliers, y), m, n, x.stride(0), st.words.shape[1], high.shape[1], st.table_stride,
         *ints, **{f"B{i}": s.bits for i, s in enumerate(segs)}, **gpis, KB=st.block, TGS=st.group_size,
         HAS_PERM=st.cols is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
-        OUT_CHUNK=OUT_CHUNK, num_warps=c.num_warps, num_stages=gather_stages(c, bm))
+        OUT_CHUNK=out_chunk(c.block_n), num_warps=c.num_warps, num_stages=gather_stages(c, bm))
     return y
+
+
+def tuning(st: TableState, xa: Tensor) -> tuple[tuple, list[Config]]:
+    """The tuning key of ``st`` for activations ``xa`` and the configurations tried (no split K: a
+    program sums every segment of its rows)."""
+    return (("table", *st.shape, st.group_size, tuple((s.bits, s.k_pad) for s in st.segments),
+             st.outliers is not None, block_m(xa.shape[0]), xa.dtype), candidates(xa.shape[0], split=False))
 
 
 def run(st: TableState, x: Tensor, config: Config | None = None) -> Tensor:
     """``x @ W_hat^T``: ``x`` ``(M, d_in)`` -> ``(M, d_out)`` in ``x``'s dtype (fp16 activations, fp32
-    accumulation). ``config`` forces a launch configuration (tests)."""
+    accumulation). ``config`` forces a launch configuration (tests, the benchmark's sweep)."""
     xa = as_activations(x)
     if config is None:
-        key = ("table", *st.shape, st.group_size, tuple((s.bits, s.k_pad) for s in st.segments),
-               st.outliers is not None, block_m(xa.shape[0]), xa.dtype)
-        config = choose(key, candidates(xa.shape[0], split=False), lambda c: _launch(st, xa, c), xa.device)
+        config = choose(*tuning(st, xa), lambda c: _launch(st, xa, c), xa.device)
     return _launch(st, xa, config).to(x.dtype)

@@ -31,7 +31,6 @@ from torch import Tensor
 from lowbit.core.formats import QuantizedWeight
 
 from .common import (
-    OUT_CHUNK,
     PER,
     PLANES,
     Config,
@@ -50,6 +49,7 @@ from .common import (
     load_words,
     load_x,
     mac,
+    out_chunk,
     outlier_args,
     output,
     pack_codes,
@@ -208,17 +208,21 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
         *outlier_args(st.outliers, y), m, n, k, x.stride(0), k // per, 0x4B000000,
         GS=st.group_size, KB=st.block, PER=per, W0=planes[0], W1=planes[1] if len(planes) > 1 else 0,
         HAS_PERM=st.perm is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
-        GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k), OUT_CHUNK=OUT_CHUNK,
+        GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k), OUT_CHUNK=out_chunk(c.block_n),
         num_warps=c.num_warps, num_stages=c.num_stages)
     return y
 
 
+def tuning(st: UniformState, xa: Tensor) -> tuple[tuple, list[Config]]:
+    """The tuning key of ``st`` for activations ``xa`` and the configurations tried."""
+    return (("uniform", *st.shape, st.bits, st.group_size, st.perm is not None, st.outliers is not None,
+             block_m(xa.shape[0]), xa.dtype), candidates(xa.shape[0]))
+
+
 def run(st: UniformState, x: Tensor, config: Config | None = None) -> Tensor:
     """``x @ W_hat^T``: ``x`` ``(M, d_in)`` -> ``(M, d_out)`` in ``x``'s dtype (computed with fp16
-    activations, fp32 accumulation). ``config`` forces a launch configuration (tests)."""
+    activations, fp32 accumulation). ``config`` forces a launch configuration (tests, the benchmark's sweep)."""
     xa = as_activations(x)
     if config is None:
-        key = ("uniform", *st.shape, st.bits, st.group_size, st.perm is not None, st.outliers is not None,
-               block_m(xa.shape[0]), xa.dtype)
-        config = choose(key, candidates(xa.shape[0]), lambda c: _launch(st, xa, c), xa.device)
+        config = choose(*tuning(st, xa), lambda c: _launch(st, xa, c), xa.device)
     return _launch(st, xa, config).to(x.dtype)
