@@ -10,8 +10,7 @@
 # 2 on the wide layers) the new run should take about 10 s + 2 x 15 s, the old about 30 s.
 # Usage: scripts/device_aqlm_layer.sh OUTDIR        (no network; packages are not installed: PYTHONPATH)
 set -uo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-export PYTHONPATH=$(ls -d "$ROOT"/packages/*/src | tr '\n' ':')$ROOT/kernels/src PYTHONUNBUFFERED=1
+source "$(dirname "${BASH_SOURCE[0]}")/device_paths.sh"
 out=${1:?usage: $0 OUTDIR}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv > "$out/gpu.txt" 2>&1

@@ -6,15 +6,13 @@
 # Arguments after OUTDIR go to the benchmark, e.g. --only "uniform4 g64,aqlm 2x8" --tokens 64.
 # Usage: bash scripts/device_decode.sh OUTDIR [BENCHMARK ARGS...]
 #   OUTDIR/versions.txt, decode.log, gpu_decode.json
-# The packages are not pip-installed there: PYTHONPATH points at their sources (as scripts/device_kernels.sh).
+# The packages are not pip-installed there: scripts/device_paths.sh points PYTHONPATH at their sources.
 set -uo pipefail
 OUT=${1:?usage: scripts/device_decode.sh OUTDIR [BENCHMARK ARGS...]}
 shift
 mkdir -p "$OUT"
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$(dirname "${BASH_SOURCE[0]}")/device_paths.sh"
 cd "$ROOT"
-export PYTHONPATH=$(ls -d "$ROOT"/packages/*/src | tr '\n' ':')$ROOT/kernels/src
-export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/lowbit-triton-cache}
 start=$(date +%s)
 python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__,
 'transformers', transformers.__version__, torch.cuda.get_device_name())" > "$OUT/versions.txt" 2>&1

@@ -7,16 +7,13 @@
 #     --only "uniform4 g128" "uniform3 g128" "uniform2 g128" table binary2 "aqlm 2x8" "aqlm 1x16"
 # Usage: bash scripts/device_kernels.sh OUTDIR [BENCHMARK ARGS...]
 #   OUTDIR/versions.txt, nvidia-smi.txt, tests.log, bench.log, gpu_kernels.json (written row by row)
-# The packages are not pip-installed there: PYTHONPATH points at their sources (as scripts/device_env.sh
-# does, without its model and data setup, which the kernels do not need).
+# The packages are not pip-installed there: scripts/device_paths.sh points PYTHONPATH at their sources.
 set -uo pipefail
 OUT=${1:?usage: scripts/device_kernels.sh OUTDIR [BENCHMARK ARGS...]}
 shift
 mkdir -p "$OUT"
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$(dirname "${BASH_SOURCE[0]}")/device_paths.sh"
 cd "$ROOT"
-export PYTHONPATH=$(ls -d "$ROOT"/packages/*/src | tr '\n' ':')$ROOT/kernels/src
-export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/lowbit-triton-cache}
 start=$(date +%s)
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" \
