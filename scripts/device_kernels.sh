@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Issue 9 on the GPU machine (no network; torch + triton preinstalled; run from the repository root):
 # the CUDA tests of the Triton kernels (at most 150 s), then benchmarks/gpu_kernels.py with what is left
-# of about 8 minutes. Arguments after OUTDIR go to the benchmark, e.g. the focused run of the v2 kernels:
-#   bash scripts/device_kernels.sh OUT --batches 1 16 --skip-decode --replays 20 \
-#     --baseline docs/results/kernels/gpu_kernels_h100_v1.json \
+# of about 8 minutes. Arguments after OUTDIR go to the benchmark, e.g. the v3 batch-1 sweep, which also
+# writes the per-GPU configurations (copy OUT/tuned.json to kernels/src/lowbit/kernels/triton/tuned/):
+#   bash scripts/device_kernels.sh OUT --batches 1 --replays 20 --sweep --write-tuned OUT/tuned.json \
+#     --baseline docs/results/kernels/gpu_kernels_h100_v2.json \
 #     --only "uniform4 g128" "uniform3 g128" "uniform2 g128" table binary2 "aqlm 2x8" "aqlm 1x16"
+# (session 13 ran the benchmark directly, without the tests, to give the sweep the whole call).
 # Usage: bash scripts/device_kernels.sh OUTDIR [BENCHMARK ARGS...]
 #   OUTDIR/versions.txt, nvidia-smi.txt, tests.log, bench.log, gpu_kernels.json (written row by row)
 # The packages are not pip-installed there: scripts/device_paths.sh points PYTHONPATH at their sources.
