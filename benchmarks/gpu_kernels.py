@@ -26,9 +26,11 @@ keeps what it measured):
 that run's time of the same format, shape and batch to each row (``baseline_us``, ``vs_baseline``): the
 earlier kernel versions compared without keeping their code.
 
-The Triton kernels tune their launch configuration on the first call per shape (see
-``lowbit.kernels.triton.common``): that happens in the warm-up before capture; the chosen
-configurations are written to the JSON (``configs``).
+The Triton kernels take their launch configuration from the per-GPU file or tune it on the first call
+per shape (see ``lowbit.kernels.triton.common``): that happens in the warm-up before capture. The
+JSON's ``configs`` holds every configuration the process knew (the per-GPU file's included); with
+``--sweep`` each row also has its own ``config`` and every candidate's time (``sweep_us``; a candidate
+that cannot be captured in a CUDA graph is timed eagerly, with a note on stderr).
 """
 
 from __future__ import annotations
@@ -433,7 +435,10 @@ def main() -> None:
 
 def write_tuned(path: str) -> None:
     """Merge this run's swept configurations into the per-GPU file at ``path``."""
-    old = json.load(open(path)) if os.path.exists(path) else {}
+    old: dict[str, Any] = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
     old.update({k: dataclasses.asdict(v) for k, v in SWEPT.items()})
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:

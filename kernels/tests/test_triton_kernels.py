@@ -118,6 +118,20 @@ def test_additive_paths(m_b: tuple[int, int]) -> None:
         check(qw, additive.run(state, x, config), x)
 
 
+def test_additive_large_values_stay_finite() -> None:
+    """Codewords of 30 against activations of 200: each group's dot product (96,000) is beyond fp16, the
+    scaled result (about 7,700) is not; the kernel must keep products and group sums in fp32."""
+    qw = random_additive(16, 64, 2, 8, seed=1, device=DEVICE)
+    qw = dataclasses.replace(qw, codebooks=torch.full_like(qw.codebooks, 30.0),
+                             scales=torch.full_like(qw.scales, 0.01))
+    state = additive.prepare(qw)
+    x = torch.full((1, 64), 200.0, dtype=torch.float16, device=DEVICE)
+    for config in (Config(16, 16), Config(8, 16, 4, 2, 2)):
+        y = additive.run(state, x, config)
+        assert torch.isfinite(y).all()
+        check(qw, y, x)
+
+
 @settings(max_examples=6, deadline=None)
 @given(st.sampled_from(["table", "binary", "additive"]), st.integers(1, 50), st.integers(1, 4),
        st.integers(1, 20), st.integers(0, 2**20))

@@ -7,11 +7,15 @@ contiguous runs over all of K, no split K); codebooks ``(M, 2^B, 8)`` fp16; scal
 applied once per row after the reduction (``y_n = s_n sum_j <x_j, sum_m C_m[c_njm]>``).
 
 The kernel dequantizes by gathering each code's 8-vector (one 16-byte load) into a ``(BLOCK_N,
-BLOCK_J, 8)`` tile in natural input order: a GEMV multiplies it by the ``(BLOCK_J, 8)`` activations
-into an fp32 accumulator of that shape, reduced once after the loop; batches reshape it (no permute)
-to ``(BLOCK_N, 8 BLOCK_J)`` fp16 for ``tl.dot``. For 2x8 the two codebooks are 8 KiB and stay in L1 (the
-AQLM CUDA kernel copies them to shared memory; Triton has no explicit shared-memory gather, L1 serves
-the same role); for 1x16 the 1 MiB codebook is read through L2 as in the AQLM 1x16 kernel.
+BLOCK_J, 8)`` tile in natural input order, summing the M codebooks' vectors in fp16 (codewords of
+row-scaled weights are small). A GEMV multiplies the tile by the ``(BLOCK_J, 8)`` activations in fp32
+and sums each group into an fp32 ``(BLOCK_N, BLOCK_J)`` accumulator, reduced once after the loop
+(products and group sums in fp16 were 11% fewer instructions but overflowed to inf for activations of a
+few hundred against codewords of 30, where the result is far inside fp16); batches reshape the tile
+(no permute) to ``(BLOCK_N, 8 BLOCK_J)`` fp16 for ``tl.dot`` (fp32 products and accumulation). For 2x8
+the two codebooks are 8 KiB and stay in L1 (the AQLM CUDA kernel copies them to shared memory; Triton
+has no explicit shared-memory gather, L1 serves the same role); for 1x16 the 1 MiB codebook is read
+through L2 as in the AQLM 1x16 kernel.
 
 Not done: AQLM's other batch-1 trick, a per-call table of the dot products ``<x_j, C_m[c]>`` for every
 group and entry (then ``y_n = s_n sum_j sum_m LUT_m[j, c_njm]``). For 2x8 that table is ``d_in / 8 x 256``
@@ -111,7 +115,7 @@ def additive_kernel(X, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, n
         k = jj[:, None] * 8 + e[None, :]
         x = load_x(X, stride_xm, offs_m, m_mask, k, ok[:, None], X, False)
         if BLOCK_M == 1:
-            acc += tl.sum(w * x, axis=2, keep_dims=True).to(tl.float32)
+            acc += tl.sum(w.to(tl.float32) * x.to(tl.float32), axis=2, keep_dims=True)
         else:
             acc = mac(acc, x, w, BLOCK_M, BLOCK_N, BLOCK_J * 8)
     acc = finish(acc, BLOCK_M) * tl.load(S + rows).to(tl.float32)[None, :]
@@ -128,7 +132,7 @@ def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
     n_groups = k // GROUP
     # one int16 code per 8 weights: half a config word per group keeps the fp32 tiles at the uniform
     # kernel's size (BLOCK_N x words values)
-    block_j = min(max(2, c.words // 2), triton.next_power_of_2(triton.cdiv(n_groups, c.split_k)))
+    block_j = max(2, min(c.words // 2, triton.next_power_of_2(triton.cdiv(n_groups, c.split_k))))  # tl.dot: K >= 16
     additive_kernel[(triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k)](
         x, y, st.codes, st.codebooks, st.scales, *outlier_args(st.outliers, y), m, n, k, x.stride(0), n_groups,
         NCB=st.n_codebooks, B=st.bits, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,

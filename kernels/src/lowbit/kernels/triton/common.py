@@ -264,8 +264,9 @@ class Config:
 # >= 2 programs per SM. On the H100 the tuner picks from both (docs/results.md). Batches: tl.dot tiles
 # of 16-64 rows, split along K when the row tiles alone are fewer than about two per SM.
 GEMV_CONFIGS = [Config(16, 128, 8, 2), Config(16, 64, 4, 3), Config(8, 128, 4, 2), Config(4, 128, 2, 3),
-                Config(32, 64, 4, 3, 4), Config(64, 32, 2, 3, 8), Config(16, 32, 2, 3, 2), Config(16, 256, 8, 2),
-                Config(8, 256, 4, 2), Config(16, 128, 8, 2, 2), Config(16, 128, 8, 3), Config(4, 256, 2, 2)]
+                Config(32, 32, 4, 4), Config(32, 64, 4, 3, 2), Config(32, 64, 4, 3, 4), Config(64, 32, 2, 3, 8),
+                Config(16, 32, 2, 3, 2), Config(16, 256, 8, 2), Config(8, 256, 4, 2), Config(16, 128, 8, 2, 2),
+                Config(16, 128, 8, 3), Config(4, 256, 2, 2)]
 DOT_CONFIGS = [Config(32, 32, 4, 2), Config(64, 32, 4, 3), Config(32, 64, 8, 2), Config(16, 32, 4, 3),
                Config(32, 32, 4, 3, 4), Config(16, 32, 4, 3, 2), Config(64, 32, 4, 3, 8), Config(32, 64, 4, 3, 8)]
 

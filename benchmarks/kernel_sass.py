@@ -1,0 +1,129 @@
+"""Instructions per code in the compiled GEMV loops, without a GPU: the Triton kernels compiled for sm_90
+(H100) with the ``ptxas`` and ``nvdisasm`` shipped in the Triton wheel, the longest loop of the SASS
+counted and divided by the codes one thread handles per iteration,
+
+    codes per thread = BLOCK_N * BLOCK_K / (32 * num_warps),
+
+so kernel versions can be compared where no GPU is at hand (the H100 times are in docs/results.md).
+
+    python benchmarks/kernel_sass.py                    # the kernels in this checkout
+    python benchmarks/kernel_sass.py --ref 063b693      # the kernels of a commit (session 12's v2)
+
+The kernels of ``--ref`` are read with ``git show`` into a temporary package, so their own relative
+imports work. Pointer arguments and integer arguments the kernels expect to be multiples of 16
+(``K``, ``stride_xm``, ``row_words``, ``n_groups``, ``MAGIC``) are specialized as Triton does at run time
+for the 4096-wide benchmark layers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from types import ModuleType
+
+POINTERS = {"X", "Y", "Q0", "Q1", "S", "Z", "PERM", "PTR", "OROW", "OCOL", "OVAL", "C", "CB"}
+DIV16 = {"K", "stride_xm", "row_words", "n_groups", "MAGIC"}
+POINTER_TYPES = {"Q0": "*i32", "Q1": "*i32", "C": "*i16"}
+
+
+def kernel_modules(ref: str | None) -> tuple[ModuleType, ModuleType]:
+    """``(uniform, additive)`` of this checkout, or of commit ``ref`` (copied into a temporary package)."""
+    if ref is None:
+        return (importlib.import_module("lowbit.kernels.triton.uniform"),
+                importlib.import_module("lowbit.kernels.triton.additive"))
+    root = tempfile.mkdtemp(prefix="lowbit_ref_")
+    pkg = os.path.join(root, "lowbit_ref_kernels")
+    os.makedirs(pkg)
+    open(os.path.join(pkg, "__init__.py"), "w").close()
+    for name in ("common", "uniform", "additive"):
+        src = subprocess.run(["git", "show", f"{ref}:kernels/src/lowbit/kernels/triton/{name}.py"],
+                             capture_output=True, text=True, check=True).stdout
+        with open(os.path.join(pkg, f"{name}.py"), "w") as f:
+            f.write(src)
+    sys.path.insert(0, root)
+    return importlib.import_module("lowbit_ref_kernels.uniform"), importlib.import_module("lowbit_ref_kernels.additive")
+
+
+def compile_sass(fn, constexprs: dict, num_warps: int, num_stages: int) -> str:
+    """SASS of ``fn`` for sm_90 with ``constexprs`` (only those ``fn`` takes)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    names = fn.arg_names
+    const = {k: v for k, v in constexprs.items() if k in names}
+    sig = {n: "constexpr" if n in const else POINTER_TYPES.get(n, "*fp16") if n in POINTERS else "i32" for n in names}
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in names if n in POINTERS or n in DIV16}
+    src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in const.items()}, attrs=attrs)
+    ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps,
+                                                                         "num_stages": num_stages})
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(ck.asm["cubin"])
+    nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
+    return subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True, check=True).stdout
+
+
+def longest_loop(sass: str) -> list[str]:
+    """The instructions between the target of the longest backward branch and the branch."""
+    labels, seq = {}, []
+    for line in sass.splitlines():
+        if m := re.match(r"(\.L_x_\d+):", line):
+            labels[m.group(1)] = len(seq)
+        elif m := re.match(r"\s+/\*[0-9a-f]+\*/\s+(.*?);", line):
+            seq.append(m.group(1))
+    best: list[str] = []
+    for i, ins in enumerate(seq):
+        m = re.search(r"BRA.*?(\.L_x_\d+)", ins)
+        if m and labels.get(m.group(1), i) < i and i + 1 - labels[m.group(1)] > len(best):
+            best = seq[labels[m.group(1)]:i + 1]
+    return best
+
+
+def opcode_counts(loop: list[str]) -> Counter:
+    return Counter(re.sub(r"^@!?U?P\w+\s+", "", x).split()[0].split(".")[0] for x in loop)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ref", help="a git commit whose kernels to compile instead of this checkout's")
+    p.add_argument("--json", help="write the rows here")
+    a = p.parse_args()
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    uniform, additive = kernel_modules(a.ref)
+    rows = []
+    # (block_n, words per row and iteration, warps, stages): the H100's chosen GEMV configurations
+    for bits in (4, 2):
+        per = {4: 8, 2: 16}[bits]
+        for bn, words, nw, ns in [(16, 128, 8, 2), (8, 128, 4, 2), (16, 64, 4, 3), (4, 128, 2, 3)]:
+            gpi = words * per // 128
+            const = dict(GS=128, KB=128, PER=per, W0=bits, W1=0, HAS_PERM=False, HAS_OUT=False, BLOCK_M=1,
+                         BLOCK_N=bn, GPI=gpi, SPLIT=1, OUT_CHUNK=32)
+            codes = bn * gpi * 128 / (32 * nw)
+            rows.append(("uniform", f"{bits}-bit g128", (bn, words, nw, ns), codes,
+                         longest_loop(compile_sass(uniform.uniform_kernel, const, nw, ns))))
+    for bn, bj, nw, ns in [(4, 64, 2, 3), (8, 64, 4, 2), (16, 64, 4, 3)]:
+        const = dict(NCB=2, B=8, HAS_OUT=False, BLOCK_M=1, BLOCK_N=bn, BLOCK_J=bj, SPLIT=1, OUT_CHUNK=32)
+        rows.append(("additive", "2x8", (bn, bj * 2, nw, ns), bn * bj * 8 / (32 * nw),
+                     longest_loop(compile_sass(additive.additive_kernel, const, nw, ns))))
+    print(f"kernels: {a.ref or 'this checkout'}\n\n| kernel | format | config (block_n, words, warps, stages) | "
+          "weights/thread/iteration | loop instructions | per weight | top opcodes |\n|---|---|---|---|---|---|---|")
+    out = []
+    for kind, fmt, cfg, codes, loop in rows:
+        top = ", ".join(f"{k} {v}" for k, v in opcode_counts(loop).most_common(5))
+        print(f"| {kind} | {fmt} | {cfg} | {codes:.0f} | {len(loop)} | {len(loop) / codes:.2f} | {top} |")
+        out.append({"kernel": kind, "format": fmt, "config": cfg, "weights_per_thread": codes,
+                    "loop_instructions": len(loop), "per_weight": len(loop) / codes, "ref": a.ref})
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
