@@ -181,11 +181,11 @@ def sweep_configs(states: list[Any], x: Tensor, run: Callable[..., Tensor], tuni
     times: dict[str, float] = {}
     for c in configs:
         try:
-            times[str(tuple(dataclasses.astuple(c)))] = timer([lambda s=s, c=c: run(s, x, c) for s in states])[0]
+            times[str(dataclasses.astuple(c))] = timer([lambda s=s, c=c: run(s, x, c) for s in states])[0]
         except Exception as e:  # does not compile or fit on this GPU
             print(f"  config {c} failed: {type(e).__name__}: {str(e)[:120]}", file=sys.stderr)
-            times[str(tuple(dataclasses.astuple(c)))] = math.inf
-    best = min(configs, key=lambda c: times[str(tuple(dataclasses.astuple(c)))])
+            times[str(dataclasses.astuple(c))] = math.inf
+    best = min(configs, key=lambda c: times[str(dataclasses.astuple(c))])
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     common._BEST[common.key_text((*key, gpu))] = best
     SWEPT[common.key_text((*key, gpu))] = best

@@ -98,10 +98,12 @@ def main() -> None:
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     uniform, additive = kernel_modules(a.ref)
     rows = []
-    # (block_n, words per row and iteration, warps, stages): the H100's chosen GEMV configurations
+    # (block_n, words per row and iteration, warps, stages): the H100's chosen GEMV configurations, then
+    # two with several rows per thread (an activation loaded and scaled once for all of them)
     for bits in (4, 2):
         per = {4: 8, 2: 16}[bits]
-        for bn, words, nw, ns in [(16, 128, 8, 2), (8, 128, 4, 2), (16, 64, 4, 3), (4, 128, 2, 3)]:
+        for bn, words, nw, ns in [(16, 128, 8, 2), (8, 128, 4, 2), (16, 64, 4, 3), (4, 128, 2, 3), (32, 64, 4, 3),
+                                  (64, 32, 2, 3)]:
             gpi = words * per // 128
             const = dict(GS=128, KB=128, PER=per, W0=bits, W1=0, HAS_PERM=False, HAS_OUT=False, BLOCK_M=1,
                          BLOCK_N=bn, GPI=gpi, SPLIT=1, OUT_CHUNK=32)

@@ -10,8 +10,9 @@ The kernel dequantizes by gathering each code's 8-vector (one 16-byte load) into
 BLOCK_J, 8)`` tile in natural input order, summing the M codebooks' vectors in fp16 (codewords of
 row-scaled weights are small). A GEMV multiplies the tile by the ``(BLOCK_J, 8)`` activations in fp32
 and sums each group into an fp32 ``(BLOCK_N, BLOCK_J)`` accumulator, reduced once after the loop
-(products and group sums in fp16 were 11% fewer instructions but overflowed to inf for activations of a
-few hundred against codewords of 30, where the result is far inside fp16); batches reshape the tile
+(products and group sums in fp16 took 4.0-5.7 instructions a weight against 5.7-6.2,
+``benchmarks/kernel_sass.py``, but overflowed to inf for activations of a few hundred against codewords
+of 30, where the result is far inside fp16); batches reshape the tile
 (no permute) to ``(BLOCK_N, 8 BLOCK_J)`` fp16 for ``tl.dot`` (fp32 products and accumulation). For 2x8
 the two codebooks are 8 KiB and stay in L1 (the AQLM CUDA kernel copies them to shared memory; Triton
 has no explicit shared-memory gather, L1 serves the same role); for 1x16 the 1 MiB codebook is read
@@ -39,10 +40,8 @@ from .common import (
     Config,
     Outliers,
     add_outliers,
-    as_activations,
     block_m,
     candidates,
-    choose,
     finish,
     gather_stages,
     grid_outliers,
@@ -51,6 +50,7 @@ from .common import (
     out_chunk,
     outlier_args,
     output,
+    run_tuned,
     split_blocks,
     store_y,
     zeros_acc,
@@ -148,9 +148,6 @@ def tuning(st: AdditiveState, xa: Tensor) -> tuple[tuple, list[Config]]:
 
 
 def run(st: AdditiveState, x: Tensor, config: Config | None = None) -> Tensor:
-    """``x @ W_hat^T``: ``x`` ``(M, d_in)`` -> ``(M, d_out)`` in ``x``'s dtype (fp16 activations, fp32
-    accumulation). ``config`` forces a launch configuration (tests, the benchmark's sweep)."""
-    xa = as_activations(x)
-    if config is None:
-        config = choose(*tuning(st, xa), lambda c: _launch(st, xa, c), xa.device)
-    return _launch(st, xa, config).to(x.dtype)
+    """``x @ W_hat^T`` (:func:`lowbit.kernels.triton.common.run_tuned`); ``config`` forces a launch
+    configuration (tests, the benchmark's sweep)."""
+    return run_tuned(st, x, tuning, _launch, config)

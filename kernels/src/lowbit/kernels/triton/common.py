@@ -259,10 +259,11 @@ class Config:
 
 # GEMV: the session-12 list (2-8 KiB of codes per program and iteration, 256-1024 programs on the
 # 4096-row layers) and configurations with several rows per thread for the same inputs (each
-# activation loaded, converted and scaled once for all of them: about 4-5 instructions per 4-bit code
-# in the compiled loop against 6-9 with one row per thread) and so few row tiles, split along K for
-# >= 2 programs per SM. On the H100 the tuner picks from both (docs/results.md). Batches: tl.dot tiles
-# of 16-64 rows, split along K when the row tiles alone are fewer than about two per SM.
+# activation loaded, converted and scaled once for all of them: 4.2-4.7 instructions per 4-bit code in
+# the compiled loop against 5.9-6.6 with fewer rows per thread, benchmarks/kernel_sass.py) and so few
+# row tiles, split along K for >= 2 programs per SM. The H100's sweep chose from both (docs/results.md).
+# Batches: tl.dot tiles of 16-64 rows, split along K when the row tiles alone are fewer than about two
+# per SM.
 GEMV_CONFIGS = [Config(16, 128, 8, 2), Config(16, 64, 4, 3), Config(8, 128, 4, 2), Config(4, 128, 2, 3),
                 Config(32, 32, 4, 4), Config(32, 64, 4, 3, 2), Config(32, 64, 4, 3, 4), Config(64, 32, 2, 3, 8),
                 Config(16, 32, 2, 3, 2), Config(16, 256, 8, 2), Config(8, 256, 4, 2), Config(16, 128, 8, 2, 2),
@@ -367,6 +368,17 @@ def choose(key: tuple, configs: Sequence[Config], launch: Callable[[Config], obj
         _BEST[full] = best
         log.info("tuned %s: %s (%.2f us)", key, best, 1e3 * min(times))
     return best
+
+
+def run_tuned(st: object, x: Tensor, tuning: Callable[[object, Tensor], tuple[tuple, list[Config]]],
+              launch: Callable[[object, Tensor, Config], Tensor], config: Config | None = None) -> Tensor:
+    """``x @ W_hat^T`` of a kernel state: ``x`` ``(M, d_in)`` -> ``(M, d_out)`` in ``x``'s dtype (fp16 or
+    bf16 activations, fp32 accumulation), launched by ``launch(st, xa, config)`` with ``config`` or the
+    one :func:`choose` gives for ``tuning(st, xa)`` (key and candidates)."""
+    xa = as_activations(x)
+    if config is None:
+        config = choose(*tuning(st, xa), lambda c: launch(st, xa, c), xa.device)
+    return launch(st, xa, config).to(x.dtype)
 
 
 def as_activations(x: Tensor) -> Tensor:

@@ -39,12 +39,10 @@ from .common import (
     Config,
     Outliers,
     add_outliers,
-    as_activations,
     block_m,
     block_size,
     blocks_per_iter,
     candidates,
-    choose,
     code_at,
     finish,
     gather_stages,
@@ -56,6 +54,7 @@ from .common import (
     outlier_args,
     pack_codes,
     pad_cols,
+    run_tuned,
     store_y,
     zeros_acc,
 )
@@ -265,9 +264,6 @@ def tuning(st: TableState, xa: Tensor) -> tuple[tuple, list[Config]]:
 
 
 def run(st: TableState, x: Tensor, config: Config | None = None) -> Tensor:
-    """``x @ W_hat^T``: ``x`` ``(M, d_in)`` -> ``(M, d_out)`` in ``x``'s dtype (fp16 activations, fp32
-    accumulation). ``config`` forces a launch configuration (tests, the benchmark's sweep)."""
-    xa = as_activations(x)
-    if config is None:
-        config = choose(*tuning(st, xa), lambda c: _launch(st, xa, c), xa.device)
-    return _launch(st, xa, config).to(x.dtype)
+    """``x @ W_hat^T`` (:func:`lowbit.kernels.triton.common.run_tuned`); ``config`` forces a launch
+    configuration (tests, the benchmark's sweep)."""
+    return run_tuned(st, x, tuning, _launch, config)

@@ -36,13 +36,11 @@ from .common import (
     Config,
     Outliers,
     add_outliers,
-    as_activations,
     as_float,
     block_m,
     block_size,
     blocks_per_iter,
     candidates,
-    choose,
     code_at,
     finish,
     grid_outliers,
@@ -53,6 +51,7 @@ from .common import (
     outlier_args,
     output,
     pack_codes,
+    run_tuned,
     split_blocks,
     store_y,
     zeros_acc,
@@ -106,8 +105,9 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Un
 
 @triton.jit
 def scaled_code(w, wh, magic, i: tl.constexpr, W: tl.constexpr):
-    """Code ``i`` of a ``W``-bit plane word tile as fp32 times ``2^E`` (:func:`code_exp`): the code's bits
-    masked in place and or-ed into the exponent of 2^23 (one LOP3), minus 2^23 (one FADD); no shift.
+    """Code ``i`` of a ``W``-bit plane word tile as fp32 times ``2^E`` (``E`` the bit position it is read
+    at; :func:`code_weight` undoes it): the code's bits masked in place and or-ed into the exponent of
+    2^23 (one LOP3), minus 2^23 (one FADD); no shift.
     Codes that reach past bit 22 are taken from ``wh = w >> 16`` (one shift per word, not per code).
     ``magic`` (0x4B000000) is a kernel argument, so the LOP3 reads it from the constant bank and takes
     the mask as its immediate (as two literals the mask costs a MOV per code)."""
@@ -220,9 +220,6 @@ def tuning(st: UniformState, xa: Tensor) -> tuple[tuple, list[Config]]:
 
 
 def run(st: UniformState, x: Tensor, config: Config | None = None) -> Tensor:
-    """``x @ W_hat^T``: ``x`` ``(M, d_in)`` -> ``(M, d_out)`` in ``x``'s dtype (computed with fp16
-    activations, fp32 accumulation). ``config`` forces a launch configuration (tests, the benchmark's sweep)."""
-    xa = as_activations(x)
-    if config is None:
-        config = choose(*tuning(st, xa), lambda c: _launch(st, xa, c), xa.device)
-    return _launch(st, xa, config).to(x.dtype)
+    """``x @ W_hat^T`` (:func:`lowbit.kernels.triton.common.run_tuned`); ``config`` forces a launch
+    configuration (tests, the benchmark's sweep)."""
+    return run_tuned(st, x, tuning, _launch, config)
