@@ -106,10 +106,19 @@ def main() -> None:
                                   (64, 32, 2, 3)]:
             gpi = words * per // 128
             const = dict(GS=128, KB=128, PER=per, W0=bits, W1=0, HAS_PERM=False, HAS_OUT=False, BLOCK_M=1,
-                         BLOCK_N=bn, GPI=gpi, SPLIT=1, OUT_CHUNK=32)
+                         BLOCK_N=bn, GPI=gpi, SPLIT=1, OUT_CHUNK=32, ASM=True)
             codes = bn * gpi * 128 / (32 * nw)
             rows.append(("uniform", f"{bits}-bit g128", (bn, words, nw, ns), codes,
                          longest_loop(compile_sass(uniform.uniform_kernel, const, nw, ns))))
+        # the tensor-core path (a batch of one padded to 16 rows), where this checkout has one
+        if "ASM" in uniform.uniform_kernel.arg_names:
+            for bn, words, nw, ns in [(64, 32, 4, 3), (128, 32, 8, 3), (64, 64, 4, 3), (32, 32, 4, 3)]:
+                gpi = words * per // 128
+                const = dict(GS=128, KB=128, PER=per, W0=bits, W1=0, HAS_PERM=False, HAS_OUT=False, BLOCK_M=16,
+                             BLOCK_N=bn, GPI=gpi, SPLIT=1, OUT_CHUNK=32, ASM=True)
+                loop = longest_loop(compile_sass(uniform.uniform_kernel, const, nw, ns))
+                rows.append(("uniform tensor cores", f"{bits}-bit g128", (bn, words, nw, ns),
+                             bn * gpi * 128 / (32 * nw), loop))
     for bn, bj, nw, ns in [(4, 64, 2, 3), (8, 64, 4, 2), (16, 64, 4, 3)]:
         const = dict(NCB=2, B=8, HAS_OUT=False, BLOCK_M=1, BLOCK_N=bn, BLOCK_J=bj, SPLIT=1, OUT_CHUNK=32)
         rows.append(("additive", "2x8", (bn, bj * 2, nw, ns), bn * bj * 8 / (32 * nw),

@@ -84,7 +84,8 @@ def block_size(k: int, group_size: int | None = None) -> int:
     return kb
 
 
-def _signed(words: Tensor, bits: int, dtype: torch.dtype) -> Tensor:
+def signed_bits(words: Tensor, bits: int, dtype: torch.dtype) -> Tensor:
+    """Non-negative ``words`` below ``2^bits`` as the signed ``dtype`` integers of the same bits."""
     return torch.where(words >= 2 ** (bits - 1), words - 2**bits, words).to(dtype)
 
 
@@ -102,7 +103,7 @@ def pack_codes(codes: Tensor, bits: int, kb: int) -> list[Tensor]:
         part = (c >> shift) & ((1 << w) - 1)
         words = (part << (w * torch.arange(per, device=c.device))[None, None, :, None]).sum(2)
         word_bits = per * w
-        out.append(_signed(words.reshape(n, k // per), word_bits, torch.int32 if word_bits == 32 else torch.int16)
+        out.append(signed_bits(words.reshape(n, k // per), word_bits, torch.int32 if word_bits == 32 else torch.int16)
                    .contiguous())
         shift += w
     return out
@@ -124,8 +125,8 @@ def outliers_csr(rows: Tensor, cols: Tensor, delta: Tensor, n_rows: int) -> Outl
     order = torch.argsort(rows * (int(cols.max()) + 1 if cols.numel() else 1) + cols)
     indptr = torch.zeros(n_rows + 1, dtype=torch.int64, device=rows.device)
     indptr[1:] = torch.bincount(rows, minlength=n_rows).cumsum(0)
-    return Outliers(indptr.to(torch.int32), _signed(rows[order], 16, torch.int16),
-                    _signed(cols[order], 16, torch.int16), delta[order].to(torch.float16))
+    return Outliers(indptr.to(torch.int32), signed_bits(rows[order], 16, torch.int16),
+                    signed_bits(cols[order], 16, torch.int16), delta[order].to(torch.float16))
 
 
 def grid_outliers(qw: QuantizedWeight, device: torch.device) -> Outliers | None:
@@ -248,13 +249,15 @@ class Config:
     width), warps, pipeline stages, and ``split_k``: programs sharing a row tile along K (each sums a
     contiguous range of blocks and adds its partial into ``y`` with an fp16 atomic add; ``y`` is
     zero-filled first). Split K gives a layer with few row tiles (4096 rows at batch 16, or a long K)
-    enough programs to fill the GPU."""
+    enough programs to fill the GPU. ``tensor_core``: a batch of one padded to 16 rows and run on the
+    tensor cores like the batches (kernels that have such a path: uniform), instead of the CUDA-core GEMV."""
 
     block_n: int
     words: int
     num_warps: int = 4
     num_stages: int = 2
     split_k: int = 1
+    tensor_core: bool = False
 
 
 # GEMV: the session-12 list (2-8 KiB of codes per program and iteration, 256-1024 programs on the
@@ -270,27 +273,39 @@ GEMV_CONFIGS = [Config(16, 128, 8, 2), Config(16, 64, 4, 3), Config(8, 128, 4, 2
                 Config(16, 128, 8, 3), Config(4, 256, 2, 2)]
 DOT_CONFIGS = [Config(32, 32, 4, 2), Config(64, 32, 4, 3), Config(32, 64, 8, 2), Config(16, 32, 4, 3),
                Config(32, 32, 4, 3, 4), Config(16, 32, 4, 3, 2), Config(64, 32, 4, 3, 8), Config(32, 64, 4, 3, 8)]
+# Tensor-core tiles with the weights as the register operand (uniform): 64 or 128 rows (one Hopper
+# wgmma per warpgroup), split along K where 64-row tiles alone are fewer than the SMs (4096 rows: 64
+# tiles); 32 rows fall back to mma.sync. Tried for batches and, padded to 16 rows, for a batch of one.
+TC_CONFIGS = [Config(64, 32, 4, 3, 1, True), Config(64, 32, 4, 3, 2, True), Config(64, 32, 4, 3, 4, True),
+              Config(64, 64, 4, 3, 4, True), Config(128, 32, 8, 3, 2, True), Config(128, 32, 4, 3, 4, True),
+              Config(32, 32, 4, 3, 4, True), Config(64, 16, 4, 4, 8, True)]
 
 
-def block_m(m: int) -> int:
-    """Rows of x per program: 1 (GEMV) for one row, else the power of two >= m, at least 16 (``tl.dot``)."""
-    return 1 if m == 1 else max(16, triton.next_power_of_2(m))
+def block_m(m: int, c: Config | None = None) -> int:
+    """Rows of x per program: 1 (GEMV) for one row unless ``c`` runs it on the tensor cores, else the power
+    of two >= m, at least 16 (``tl.dot``). Without ``c``: the batch bucket of the tuning keys."""
+    return 1 if m == 1 and not (c is not None and c.tensor_core) else max(16, triton.next_power_of_2(m))
 
 
-def blocks_per_iter(c: Config, per: int, kb: int, n_blocks: int, m: int) -> int:
-    """``GPI``: blocks of ``kb`` inputs per iteration for ``c`` (a power of two, at most the blocks there
-    are rounded up; for ``tl.dot`` at least 16 inputs per shift)."""
+def blocks_per_iter(c: Config, per: int, kb: int, n_blocks: int, bm: int) -> int:
+    """``GPI``: blocks of ``kb`` inputs per iteration for ``c`` and ``bm`` rows of x per program (a power of
+    two, at most the blocks there are rounded up; for ``tl.dot`` at least 16 inputs per shift)."""
     gpi = max(1, c.words * per // kb)
     gpi = min(gpi, triton.next_power_of_2(n_blocks))
-    if m > 1:
+    if bm > 1:
         gpi = max(gpi, triton.cdiv(16, kb // per))
     return gpi
 
 
-def candidates(m: int, split: bool = True) -> list[Config]:
+def candidates(m: int, split: bool = True, tensor_core: bool = False) -> list[Config]:
     """The configurations tried for ``m`` activation rows (the first is the untuned default); without
-    ``split`` only those of ``split_k = 1`` (kernels that always sum all of K in one program)."""
-    return [c for c in (GEMV_CONFIGS if m == 1 else DOT_CONFIGS) if split or c.split_k == 1]
+    ``split`` only those of ``split_k = 1`` (kernels that always sum all of K in one program);
+    ``tensor_core``: the kernel's batches use :data:`TC_CONFIGS`, which a batch of one tries too."""
+    if tensor_core:
+        configs = GEMV_CONFIGS + TC_CONFIGS if m == 1 else TC_CONFIGS
+    else:
+        configs = GEMV_CONFIGS if m == 1 else DOT_CONFIGS
+    return [c for c in configs if split or c.split_k == 1]
 
 
 def out_chunk(block_n: int) -> int:

@@ -244,7 +244,7 @@ def _launch(st: TableState, x: Tensor, c: Config) -> Tensor:
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     segs = st.segments + [Segment(0, 0, 0, 0, 0)] * (MAX_SEGMENTS - len(st.segments))
     ints = [v for s in segs for v in (s.word_offset, s.col_offset, s.k_pad, s.k)]
-    gpis = {f"G{i}": blocks_per_iter(c, PER[s.bits], st.block, s.k_pad // st.block, m) if s.bits else 1
+    gpis = {f"G{i}": blocks_per_iter(c, PER[s.bits], st.block, s.k_pad // st.block, bm) if s.bits else 1
             for i, s in enumerate(segs)}
     high = st.high if st.high is not None else st.words
     table_kernel[(triton.cdiv(n, c.block_n), triton.cdiv(m, bm))](

@@ -6,17 +6,25 @@ dequantized once at prepare). Layout built once by :func:`prepare`:
 
 - codes in the block-interleaved K-contiguous layout (:func:`lowbit.kernels.triton.common.pack_codes`,
   blocks of ``KB = gcd(g, 128)`` inputs);
-- scales and zeros ``(d_out, d_in / g)`` fp16 (integer zeros are exact in fp16), loaded once per block
-  and row as a ``(BLOCK_N, GPI)`` tile and broadcast over the block's codes;
+- scales ``s`` and offsets ``b = -z s`` ``(d_out, d_in / g)`` fp16 (``W_hat = s q + b``), loaded once per
+  block and row as a ``(BLOCK_N, GPI)`` tile and broadcast over the block's codes;
 - act-order (``g_idx``, GPTQ's ``desc_act``): columns permuted once so that groups are contiguous
   (each group must hold exactly ``group_size`` columns, as GPTQ produces), and the kernel reads
   ``x[perm[k]]`` (a gather on the small activation vector, no extra launch);
 - sparse outliers in the same pass (:func:`lowbit.kernels.triton.common.add_outliers`).
 
-Per code the GEMV spends one LOP3 (the code's bits masked in place into the exponent of 2^23), one FADD
-and one FFMA (with the activation times a power of two that undoes the code's bit position); per word
-position of a block the scale and zero, ``s (sum q x - z sum x)``; the accumulator is reduced over K
-once. Batches dequantize to fp16 tiles for ``tl.dot``.
+Two paths, chosen per shape and batch by the tuner (``Config.tensor_core`` for a batch of one):
+
+- GEMV on the CUDA cores (one activation row): per code one LOP3 (the code's bits masked in place
+  into the exponent of 2^23), one FADD and one FFMA (with the activation times a power of two that
+  undoes the code's bit position); per word position of a block ``s sum q x + b sum x``; the
+  accumulator is reduced over K once.
+- Tensor cores (batches, and one row padded to 16): ``Y^T = W_hat X^T`` with the weights as the
+  register operand. Two codes of a word (bits ``i w`` and ``i w + 16``) become one f16x2 register
+  ``1024 + q`` with one shift and one LOP3, then ``(v - 1024) s + b`` with one HADD2 and one HFMA2 (inline
+  PTX; Marlin, arXiv 2408.11743, does the same with the zero subtracted first): about 3.5-3.9
+  instructions per code in the compiled loop against 4.2-6.6 for the GEMV
+  (``benchmarks/kernel_sass.py``).
 """
 
 from __future__ import annotations
@@ -36,17 +44,14 @@ from .common import (
     Config,
     Outliers,
     add_outliers,
-    as_float,
     block_m,
     block_size,
     blocks_per_iter,
     candidates,
-    code_at,
     finish,
     grid_outliers,
     load_words,
     load_x,
-    mac,
     out_chunk,
     outlier_args,
     output,
@@ -54,7 +59,6 @@ from .common import (
     run_tuned,
     split_blocks,
     store_y,
-    zeros_acc,
 )
 
 
@@ -64,7 +68,7 @@ class UniformState:
 
     planes: list[Tensor]  # (d_out, d_in / PER) int32 [, (d_out, d_in / 16) int16 high bits of 3-bit codes]
     scales: Tensor  # (d_out, d_in / g) fp16
-    zeros: Tensor  # (d_out, d_in / g) fp16
+    offsets: Tensor  # (d_out, d_in / g) fp16: b = -z s
     perm: Tensor | None  # (d_in,) int32 input column of each kernel column (act-order), or None
     outliers: Outliers | None
     bits: int
@@ -98,9 +102,10 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Un
         perm = perm.to(dev)
         codes = codes[:, perm]
     bits, kb = int(qw.bits), block_size(d_in, gs)
-    return UniformState(pack_codes(codes, bits, kb), scales.to(dev, torch.float16).contiguous(),
-                        zeros.to(dev, torch.float16).contiguous(), None if perm is None else perm.to(torch.int32),
-                        grid_outliers(qw, dev), bits, gs, kb, (d_out, d_in))
+    scales, zeros = scales.to(dev), zeros.to(dev)
+    return UniformState(pack_codes(codes, bits, kb), scales.half().contiguous(), (-zeros * scales).half().contiguous(),
+                        None if perm is None else perm.to(torch.int32), grid_outliers(qw, dev), bits, gs, kb,
+                        (d_out, d_in))
 
 
 @triton.jit
@@ -129,20 +134,69 @@ def code_weight(i: tl.constexpr, W: tl.constexpr, SHIFT: tl.constexpr):
 
 
 @triton.jit
-def uniform_kernel(X, Y, Q0, Q1, S, Z, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, row_words, MAGIC,
+def pair_codes(w0, w1h, i: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr):
+    """Codes ``i`` and ``i + PER / 2`` of each word as the two halves of an f16x2 ``1024 + q``: a ``W0``-bit
+    plane word holds them at bits ``i W0`` and ``i W0 + 16`` (``PER W0 / 2 = 16``), so one shift and
+    one LOP3 (``(w >> i W0) & mask | 0x64006400``) give both, exactly (fp16 integers below 2048). 3-bit
+    codes or in their high bits from ``w1h`` (:func:`spread_high`)."""
+    v = (w0 >> (i * W0)) & (((1 << W0) - 1) * 0x10001)
+    if W1 > 0:
+        v = v | ((w1h >> i) & (4 * 0x10001))
+    return v | 0x64006400
+
+
+@triton.jit
+def spread_high(w1):
+    """The 1-bit plane of 3-bit codes (16 codes at bits ``0..15`` of an int16 word) with the bits of codes
+    ``i`` and ``i + 8`` at bits ``i + 2`` and ``i + 18``: bit 2 of each half of :func:`pair_codes`."""
+    u = w1 & 0xFFFF
+    return (u | (u << 8)) << 2
+
+
+@triton.jit
+def half2(h):
+    """fp16 ``h`` repeated in both halves of an int32 (one f16x2 register)."""
+    return (h.to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF) * 0x10001
+
+
+@triton.jit
+def pair_weights(v, s2, b2, ASM: tl.constexpr):
+    """``W = (v - 1024) s + b`` (``b = -z s``) on the two fp16 halves of ``v`` (:func:`pair_codes`): one
+    HADD2 (exact) and one HFMA2, as the ``(.., 2)`` fp16 tile ``join(low, high)`` (Marlin's dequantization,
+    arXiv 2408.11743, with the zero in the FMA). ``ASM``: inline PTX on the GPU, else the same in fp16
+    Triton operations (Triton's interpreter has no inline assembly)."""
+    if ASM:
+        lo, hi = tl.inline_asm_elementwise(
+            "{ .reg .b32 c, t; mov.b32 c, 0x64006400; sub.f16x2 t, $2, c; fma.rn.f16x2 t, t, $3, $4; "
+            "mov.b32 {$0, $1}, t; }", "=h,=h,r,r,r", [v, s2, b2], dtype=(tl.float16, tl.float16), is_pure=True,
+            pack=1)
+    else:
+        s = (s2 & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True)
+        b = (b2 & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True)
+        lo = ((v & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True) - 1024.0) * s + b
+        hi = (((v >> 16) & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True) - 1024.0) * s + b
+    return tl.join(lo, hi)
+
+
+@triton.jit
+def uniform_kernel(X, Y, Q0, Q1, S, B, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, row_words, MAGIC,
                    GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
                    HAS_PERM: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   GPI: tl.constexpr, SPLIT: tl.constexpr, SPLIT_BLOCKS, OUT_CHUNK: tl.constexpr):
-    """``Y[m, n] = sum_k X[m, perm(k)] s[n, k // GS] (q[n, k] - z[n, k // GS])`` for ``BLOCK_N`` rows over
-    blocks ``pid_k SPLIT_BLOCKS ..`` of ``KB`` inputs (all of K without split), ``GPI`` blocks per
+                   GPI: tl.constexpr, SPLIT: tl.constexpr, SPLIT_BLOCKS, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr):
+    """``Y[m, n] = sum_k X[m, perm(k)] (s[n, g] q[n, k] + b[n, g])`` (``g = k // GS``, ``b = -z s``) for
+    ``BLOCK_N`` rows over blocks ``pid_k SPLIT_BLOCKS ..`` of ``KB`` inputs (all of K without split), ``GPI`` blocks per
     iteration (see :mod:`lowbit.kernels.triton.common`). ``row_words = K / PER`` is an argument so that
     Triton sees its divisibility by 16 and vectorizes the loads of words and activations.
 
-    GEMV: per block and row ``s (sum_k q_k x_k - z sum_k x_k)``; per code one LOP3, one FADD
-    (:func:`scaled_code`) and one FFMA with the activation pre-multiplied by :func:`code_weight`; the
-    scale and zero once per word position. Batches: per code shift, mask|exponent, FADD and an FFMA by
-    the scale (with ``-z s``) give the fp16 tile for ``tl.dot``."""
+    ``BLOCK_M == 1``, the GEMV on the CUDA cores: per block and row ``s sum_k q_k x_k + b sum_k x_k``;
+    per code one LOP3, one FADD (:func:`scaled_code`) and one FFMA with the activation pre-multiplied by
+    :func:`code_weight`; the scale and zero once per word position.
+    ``BLOCK_M >= 16`` (batches, and a padded batch of one): tensor cores with the operands swapped,
+    ``Y^T = W_hat X^T``, so the dequantized weights are the register operand (``A``, ``BLOCK_N`` rows: a
+    64-row wgmma on Hopper) and only the small activation tile goes through shared memory; per pair of
+    codes one shift, one LOP3, one HADD2 and one HFMA2 (:func:`pair_codes`, :func:`pair_weights`)."""
     WB: tl.constexpr = KB // PER
+    HALF: tl.constexpr = PER // 2
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -156,7 +210,11 @@ def uniform_kernel(X, Y, Q0, Q1, S, Z, PERM, PTR, OROW, OCOL, OVAL, M, N, K, str
     n_groups = K // GS
     gi = tl.arange(0, GPI)
     j = tl.arange(0, WB)
-    acc = zeros_acc(BLOCK_M, BLOCK_N, GPI, WB)
+    if BLOCK_M == 1:
+        acc = tl.zeros((BLOCK_N, GPI, WB), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)  # Y^T
+        pair = (tl.arange(0, 2) * HALF * WB)[None, None, :]  # input offsets of the two codes of a pair
     for b0 in range(b_start, b_end, GPI):
         blk = b0 + gi
         ok = blk < b_end
@@ -166,11 +224,11 @@ def uniform_kernel(X, Y, Q0, Q1, S, Z, PERM, PTR, OROW, OCOL, OVAL, M, N, K, str
         if W1 > 0:
             w1 = load_words(Q1, rows, row_words, wcol, ok)
         sp = rows[:, None] * n_groups + (blk * KB // GS)[None, :]
-        s = tl.load(S + sp, mask=ok[None, :], other=0.0).to(tl.float32)[:, :, None]
-        z = tl.load(Z + sp, mask=ok[None, :], other=0.0).to(tl.float32)[:, :, None]
         k = blk[:, None] * KB + j[None, :]
         k_ok = ok[:, None]  # K is a multiple of KB: a block's mask (lets the loads of x vectorize)
         if BLOCK_M == 1:
+            s = tl.load(S + sp, mask=ok[None, :], other=0.0).to(tl.float32)[:, :, None]
+            b = tl.load(B + sp, mask=ok[None, :], other=0.0).to(tl.float32)[:, :, None]
             w0h = w0 >> 16
             p = tl.zeros((BLOCK_N, GPI, WB), dtype=tl.float32)
             xsum = tl.zeros((1, GPI, WB), dtype=tl.float32)
@@ -180,14 +238,25 @@ def uniform_kernel(X, Y, Q0, Q1, S, Z, PERM, PTR, OROW, OCOL, OVAL, M, N, K, str
                 p += scaled_code(w0, w0h, MAGIC, i, W0) * (x * code_weight(i, W0, 0))
                 if W1 > 0:
                     p += scaled_code(w1, w1, MAGIC, i, W1) * (x * code_weight(i, W1, W0))
-            acc += (p - z * xsum) * s
+            acc += p * s + b * xsum
         else:
-            bz = -z * s
-            for i in tl.static_range(PER):
-                x = load_x(X, stride_xm, offs_m, m_mask, k + i * WB, k_ok, PERM, HAS_PERM)
-                w = as_float(code_at(w0, w1, i, W0, W1)) * s + bz
-                acc = mac(acc, x, w, BLOCK_M, BLOCK_N, GPI * WB)
-    acc = finish(acc, BLOCK_M)
+            s2 = half2(tl.load(S + sp, mask=ok[None, :], other=0.0))[:, :, None]
+            b2 = half2(tl.load(B + sp, mask=ok[None, :], other=0.0))[:, :, None]
+            if W1 > 0:
+                w1 = spread_high(w1)
+            for i in tl.static_range(HALF):
+                a = pair_weights(pair_codes(w0, w1, i, W0, W1), s2, b2, ASM)  # (BLOCK_N, GPI, WB, 2)
+                kp = k[:, :, None] + i * WB + pair  # (GPI, WB, 2)
+                if HAS_PERM:
+                    kp = tl.load(PERM + kp)
+                xt = tl.load(X + kp[:, :, :, None] + offs_m[None, None, None, :] * stride_xm,
+                             mask=ok[:, None, None, None] & m_mask[None, None, None, :], other=0.0)
+                acc = tl.dot(tl.reshape(a, (BLOCK_N, GPI * WB * 2)).to(xt.dtype),
+                             tl.reshape(xt, (GPI * WB * 2, BLOCK_M)), acc)
+    if BLOCK_M == 1:
+        acc = finish(acc, BLOCK_M)
+    else:
+        acc = tl.trans(acc)
     if HAS_OUT:
         acc = add_outliers(acc, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL, pid_k == 0,
                            BLOCK_M, BLOCK_N, OUT_CHUNK)
@@ -196,27 +265,27 @@ def uniform_kernel(X, Y, Q0, Q1, S, Z, PERM, PTR, OROW, OCOL, OVAL, M, N, K, str
 
 def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     m, (n, k) = x.shape[0], st.shape
-    bm = block_m(m)
+    bm = block_m(m, c)
     per = PER[st.bits]
     planes = PLANES[st.bits]
     n_blocks = k // st.block
-    gpi = blocks_per_iter(c, per, st.block, triton.cdiv(n_blocks, c.split_k), m)
+    gpi = blocks_per_iter(c, per, st.block, triton.cdiv(n_blocks, c.split_k), bm)
     y = output(m, n, c, x)
     grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k)
     uniform_kernel[grid](
-        x, y, st.planes[0], st.planes[-1], st.scales, st.zeros, st.perm if st.perm is not None else st.scales,
+        x, y, st.planes[0], st.planes[-1], st.scales, st.offsets, st.perm if st.perm is not None else st.scales,
         *outlier_args(st.outliers, y), m, n, k, x.stride(0), k // per, 0x4B000000,
         GS=st.group_size, KB=st.block, PER=per, W0=planes[0], W1=planes[1] if len(planes) > 1 else 0,
         HAS_PERM=st.perm is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
         GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k), OUT_CHUNK=out_chunk(c.block_n),
-        num_warps=c.num_warps, num_stages=c.num_stages)
+        ASM=x.is_cuda, num_warps=c.num_warps, num_stages=c.num_stages)
     return y
 
 
 def tuning(st: UniformState, xa: Tensor) -> tuple[tuple, list[Config]]:
     """The tuning key of ``st`` for activations ``xa`` and the configurations tried."""
     return (("uniform", *st.shape, st.bits, st.group_size, st.perm is not None, st.outliers is not None,
-             block_m(xa.shape[0]), xa.dtype), candidates(xa.shape[0]))
+             block_m(xa.shape[0]), xa.dtype), candidates(xa.shape[0], tensor_core=True))
 
 
 def run(st: UniformState, x: Tensor, config: Config | None = None) -> Tensor:
