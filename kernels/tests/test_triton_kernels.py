@@ -55,8 +55,6 @@ def xs(m: int, k: int, seed: int) -> torch.Tensor:
 # GEMV (one block per iteration, and several with masked tail blocks) and tl.dot (batches) paths; split K
 PATHS = [(1, Config(32, 16)), (1, Config(8, 128)), (5, Config(32, 32)), (19, Config(64, 64))]
 SPLIT_PATHS = [(1, Config(16, 32, 2, 2, 3)), (1, Config(32, 16, 4, 2, 2)), (6, Config(16, 32, 4, 2, 4))]
-# a batch of one on the tensor cores (uniform), whole K and split
-TC_PATHS = [(1, Config(32, 16, 4, 3, 1, True)), (1, Config(16, 32, 4, 3, 2, True))]
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])
@@ -64,7 +62,7 @@ TC_PATHS = [(1, Config(32, 16, 4, 3, 1, True)), (1, Config(16, 32, 4, 3, 2, True
 def test_uniform_paths(bits: int, act_order: bool) -> None:
     qw = random_uniform(40, 256, bits, 64, seed=bits, device=DEVICE, act_order=act_order, n_outliers=9)
     state = uniform.prepare(qw)
-    for m, config in PATHS + SPLIT_PATHS + TC_PATHS:
+    for m, config in PATHS + SPLIT_PATHS:
         x = xs(m, 256, m)
         check(qw, uniform.run(state, x, config), x)
 

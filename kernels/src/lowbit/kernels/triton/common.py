@@ -249,15 +249,13 @@ class Config:
     width), warps, pipeline stages, and ``split_k``: programs sharing a row tile along K (each sums a
     contiguous range of blocks and adds its partial into ``y`` with an fp16 atomic add; ``y`` is
     zero-filled first). Split K gives a layer with few row tiles (4096 rows at batch 16, or a long K)
-    enough programs to fill the GPU. ``tensor_core``: a batch of one padded to 16 rows and run on the
-    tensor cores like the batches (kernels that have such a path: uniform), instead of the CUDA-core GEMV."""
+    enough programs to fill the GPU."""
 
     block_n: int
     words: int
     num_warps: int = 4
     num_stages: int = 2
     split_k: int = 1
-    tensor_core: bool = False
 
 
 # GEMV: the session-12 list (2-8 KiB of codes per program and iteration, 256-1024 programs on the
@@ -273,18 +271,17 @@ GEMV_CONFIGS = [Config(16, 128, 8, 2), Config(16, 64, 4, 3), Config(8, 128, 4, 2
                 Config(16, 128, 8, 3), Config(4, 256, 2, 2)]
 DOT_CONFIGS = [Config(32, 32, 4, 2), Config(64, 32, 4, 3), Config(32, 64, 8, 2), Config(16, 32, 4, 3),
                Config(32, 32, 4, 3, 4), Config(16, 32, 4, 3, 2), Config(64, 32, 4, 3, 8), Config(32, 64, 4, 3, 8)]
-# Tensor-core tiles with the weights as the register operand (uniform): 64 or 128 rows (one Hopper
-# wgmma per warpgroup), split along K where 64-row tiles alone are fewer than the SMs (4096 rows: 64
-# tiles); 32 rows fall back to mma.sync. Tried for batches and, padded to 16 rows, for a batch of one.
-TC_CONFIGS = [Config(64, 32, 4, 3, 1, True), Config(64, 32, 4, 3, 2, True), Config(64, 32, 4, 3, 4, True),
-              Config(64, 64, 4, 3, 4, True), Config(128, 32, 8, 3, 2, True), Config(128, 32, 4, 3, 4, True),
-              Config(32, 32, 4, 3, 4, True), Config(64, 16, 4, 4, 8, True)]
+# Tensor-core tiles with the weights as the register operand (uniform batches): 64 or 128 rows (one
+# Hopper wgmma per warpgroup), split along K where 64-row tiles alone are fewer than the SMs (4096 rows:
+# 64 tiles); 32 rows fall back to mma.sync. Padded to 16 rows, a batch of one was 1.2-2.4x slower than
+# the GEMV with these at every benchmark shape on the H100 (docs/results.md), so it is not a candidate.
+TC_CONFIGS = [Config(64, 32, 4, 3, 1), Config(64, 32, 4, 3, 2), Config(64, 32, 4, 3, 4), Config(64, 64, 4, 3, 4),
+              Config(128, 32, 8, 3, 2), Config(128, 32, 4, 3, 4), Config(32, 32, 4, 3, 4), Config(64, 16, 4, 4, 8)]
 
 
-def block_m(m: int, c: Config | None = None) -> int:
-    """Rows of x per program: 1 (GEMV) for one row unless ``c`` runs it on the tensor cores, else the power
-    of two >= m, at least 16 (``tl.dot``). Without ``c``: the batch bucket of the tuning keys."""
-    return 1 if m == 1 and not (c is not None and c.tensor_core) else max(16, triton.next_power_of_2(m))
+def block_m(m: int) -> int:
+    """Rows of x per program: 1 (GEMV) for one row, else the power of two >= m, at least 16 (``tl.dot``)."""
+    return 1 if m == 1 else max(16, triton.next_power_of_2(m))
 
 
 def blocks_per_iter(c: Config, per: int, kb: int, n_blocks: int, bm: int) -> int:
@@ -300,11 +297,8 @@ def blocks_per_iter(c: Config, per: int, kb: int, n_blocks: int, bm: int) -> int
 def candidates(m: int, split: bool = True, tensor_core: bool = False) -> list[Config]:
     """The configurations tried for ``m`` activation rows (the first is the untuned default); without
     ``split`` only those of ``split_k = 1`` (kernels that always sum all of K in one program);
-    ``tensor_core``: the kernel's batches use :data:`TC_CONFIGS`, which a batch of one tries too."""
-    if tensor_core:
-        configs = GEMV_CONFIGS + TC_CONFIGS if m == 1 else TC_CONFIGS
-    else:
-        configs = GEMV_CONFIGS if m == 1 else DOT_CONFIGS
+    ``tensor_core``: batches use :data:`TC_CONFIGS` (the uniform kernel's weights-as-``A`` tiles)."""
+    configs = GEMV_CONFIGS if m == 1 else TC_CONFIGS if tensor_core else DOT_CONFIGS
     return [c for c in configs if split or c.split_k == 1]
 
 

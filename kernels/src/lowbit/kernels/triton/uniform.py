@@ -13,13 +13,13 @@ dequantized once at prepare). Layout built once by :func:`prepare`:
   ``x[perm[k]]`` (a gather on the small activation vector, no extra launch);
 - sparse outliers in the same pass (:func:`lowbit.kernels.triton.common.add_outliers`).
 
-Two paths, chosen per shape and batch by the tuner (``Config.tensor_core`` for a batch of one):
+Two paths:
 
 - GEMV on the CUDA cores (one activation row): per code one LOP3 (the code's bits masked in place
   into the exponent of 2^23), one FADD and one FFMA (with the activation times a power of two that
   undoes the code's bit position); per word position of a block ``s sum q x + b sum x``; the
   accumulator is reduced over K once.
-- Tensor cores (batches, and one row padded to 16): ``Y^T = W_hat X^T`` with the weights as the
+- Tensor cores (batches): ``Y^T = W_hat X^T`` with the weights as the
   register operand. Two codes of a word (bits ``i w`` and ``i w + 16``) become one f16x2 register
   ``1024 + q`` with one shift and one LOP3, then ``(v - 1024) s + b`` with one HADD2 and one HFMA2 (inline
   PTX; Marlin, arXiv 2408.11743, does the same with the zero subtracted first): about 3.5-3.9
@@ -191,7 +191,7 @@ def uniform_kernel(X, Y, Q0, Q1, S, B, PERM, PTR, OROW, OCOL, OVAL, M, N, K, str
     ``BLOCK_M == 1``, the GEMV on the CUDA cores: per block and row ``s sum_k q_k x_k + b sum_k x_k``;
     per code one LOP3, one FADD (:func:`scaled_code`) and one FFMA with the activation pre-multiplied by
     :func:`code_weight`; the scale and zero once per word position.
-    ``BLOCK_M >= 16`` (batches, and a padded batch of one): tensor cores with the operands swapped,
+    ``BLOCK_M >= 16`` (batches): tensor cores with the operands swapped,
     ``Y^T = W_hat X^T``, so the dequantized weights are the register operand (``A``, ``BLOCK_N`` rows: a
     64-row wgmma on Hopper) and only the small activation tile goes through shared memory; per pair of
     codes one shift, one LOP3, one HADD2 and one HFMA2 (:func:`pair_codes`, :func:`pair_weights`)."""
@@ -265,7 +265,7 @@ def uniform_kernel(X, Y, Q0, Q1, S, B, PERM, PTR, OROW, OCOL, OVAL, M, N, K, str
 
 def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     m, (n, k) = x.shape[0], st.shape
-    bm = block_m(m, c)
+    bm = block_m(m)
     per = PER[st.bits]
     planes = PLANES[st.bits]
     n_blocks = k // st.block
