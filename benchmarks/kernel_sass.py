@@ -28,7 +28,7 @@ import tempfile
 from collections import Counter
 from types import ModuleType
 
-POINTERS = {"X", "Y", "Q0", "Q1", "S", "Z", "PERM", "PTR", "OROW", "OCOL", "OVAL", "C", "CB"}
+POINTERS = {"X", "Y", "Q0", "Q1", "S", "OFF", "PERM", "PTR", "OROW", "OCOL", "OVAL", "C", "CB"}
 DIV16 = {"K", "stride_xm", "row_words", "n_groups", "MAGIC"}
 POINTER_TYPES = {"Q0": "*i32", "Q1": "*i32", "C": "*i16"}
 

@@ -179,7 +179,7 @@ def pair_weights(v, s2, b2, ASM: tl.constexpr):
 
 
 @triton.jit
-def uniform_kernel(X, Y, Q0, Q1, S, B, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, row_words, MAGIC,
+def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, row_words, MAGIC,
                    GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
                    HAS_PERM: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    GPI: tl.constexpr, SPLIT: tl.constexpr, SPLIT_BLOCKS, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr):
@@ -228,7 +228,7 @@ def uniform_kernel(X, Y, Q0, Q1, S, B, PERM, PTR, OROW, OCOL, OVAL, M, N, K, str
         k_ok = ok[:, None]  # K is a multiple of KB: a block's mask (lets the loads of x vectorize)
         if BLOCK_M == 1:
             s = tl.load(S + sp, mask=ok[None, :], other=0.0).to(tl.float32)[:, :, None]
-            b = tl.load(B + sp, mask=ok[None, :], other=0.0).to(tl.float32)[:, :, None]
+            b = tl.load(OFF + sp, mask=ok[None, :], other=0.0).to(tl.float32)[:, :, None]
             w0h = w0 >> 16
             p = tl.zeros((BLOCK_N, GPI, WB), dtype=tl.float32)
             xsum = tl.zeros((1, GPI, WB), dtype=tl.float32)
@@ -241,7 +241,7 @@ def uniform_kernel(X, Y, Q0, Q1, S, B, PERM, PTR, OROW, OCOL, OVAL, M, N, K, str
             acc += p * s + b * xsum
         else:
             s2 = half2(tl.load(S + sp, mask=ok[None, :], other=0.0))[:, :, None]
-            b2 = half2(tl.load(B + sp, mask=ok[None, :], other=0.0))[:, :, None]
+            b2 = half2(tl.load(OFF + sp, mask=ok[None, :], other=0.0))[:, :, None]
             if W1 > 0:
                 w1 = spread_high(w1)
             for i in tl.static_range(HALF):
