@@ -48,8 +48,10 @@ from .common import (
     block_size,
     blocks_per_iter,
     candidates,
+    finish,
     grid_outliers,
     load_words,
+    load_x,
     out_chunk,
     outlier_args,
     output,
@@ -100,23 +102,35 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Un
         perm = perm.to(dev)
         codes = codes[:, perm]
     bits, kb = int(qw.bits), block_size(d_in, gs)
-    codes = codes[:, pair_columns(d_in, bits, kb).to(dev)]
     scales, zeros = scales.to(dev), zeros.to(dev)
     return UniformState(pack_codes(codes, bits, kb), scales.half().contiguous(), (-zeros * scales).half().contiguous(),
                         None if perm is None else perm.to(torch.int32), grid_outliers(qw, dev), bits, gs, kb,
                         (d_out, d_in))
 
 
-def pair_columns(d_in: int, bits: int, kb: int) -> Tensor:
-    """The paired code order: layout column ``b KB + i WB + j`` (code ``i`` of word ``j`` in block ``b``,
-    :func:`lowbit.kernels.triton.common.pack_codes`) holds input ``b KB + 2 ((i mod PER/2) WB + j) + i div
-    PER/2``, so the codes at bits ``i w`` and ``i w + 16`` of a word are two consecutive inputs (one f16x2
-    register against one 4-byte pair of activations)."""
-    per = PER[bits]
-    wb, half = kb // per, per // 2
-    i, j = torch.arange(per)[:, None], torch.arange(wb)[None, :]
-    within = (2 * ((i % half) * wb + j) + i // half).reshape(-1)
-    return (torch.arange(d_in // kb)[:, None] * kb + within[None, :]).reshape(-1)
+@triton.jit
+def scaled_code(w, wh, magic, i: tl.constexpr, W: tl.constexpr):
+    """Code ``i`` of a ``W``-bit plane word tile as fp32 times ``2^E`` (``E`` the bit position it is read
+    at; :func:`code_weight` undoes it): the code's bits masked in place and or-ed into the exponent of
+    2^23 (one LOP3), minus 2^23 (one FADD); no shift.
+    Codes that reach past bit 22 are taken from ``wh = w >> 16`` (one shift per word, not per code).
+    ``magic`` (0x4B000000) is a kernel argument, so the LOP3 reads it from the constant bank and takes
+    the mask as its immediate (as two literals the mask costs a MOV per code)."""
+    POS: tl.constexpr = i * W
+    if POS + W > 23:
+        v = wh & (((1 << W) - 1) << (POS - 16))
+    else:
+        v = w & (((1 << W) - 1) << POS)
+    return (v | magic).to(tl.float32, bitcast=True) - 8388608.0
+
+
+@triton.jit
+def code_weight(i: tl.constexpr, W: tl.constexpr, SHIFT: tl.constexpr):
+    """``2^(SHIFT - E)``: what undoes :func:`scaled_code`'s ``2^E`` for code ``i`` of a ``W``-bit plane that
+    holds bits ``SHIFT ..`` of the codes (exact: a power of two, folded into the activation)."""
+    POS: tl.constexpr = i * W
+    E: tl.constexpr = POS - 16 if POS + W > 23 else POS
+    return 1.0 * (1 << SHIFT) / (1 << E)
 
 
 @triton.jit
@@ -165,23 +179,22 @@ def pair_weights(v, s2, b2, ASM: tl.constexpr):
 
 
 @triton.jit
-def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, row_words,
+def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, row_words, MAGIC,
                    GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
                    HAS_PERM: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    GPI: tl.constexpr, SPLIT: tl.constexpr, SPLIT_BLOCKS, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr):
     """``Y[m, n] = sum_k X[m, perm(k)] (s[n, g] q[n, k] + b[n, g])`` (``g = k // GS``, ``b = -z s``) for
-    ``BLOCK_N`` rows over blocks ``pid_k SPLIT_BLOCKS ..`` of ``KB`` inputs (all of K without split),
-    ``GPI`` blocks per iteration (see :mod:`lowbit.kernels.triton.common`). ``row_words = K / PER`` is an
-    argument so that Triton sees its divisibility by 16 and vectorizes the loads of words.
+    ``BLOCK_N`` rows over blocks ``pid_k SPLIT_BLOCKS ..`` of ``KB`` inputs (all of K without split), ``GPI`` blocks per
+    iteration (see :mod:`lowbit.kernels.triton.common`). ``row_words = K / PER`` is an argument so that
+    Triton sees its divisibility by 16 and vectorizes the loads of words and activations.
 
-    Per pair of codes (bits ``i w`` and ``i w + 16`` of a word: two consecutive inputs, :func:`pair_columns`)
-    one shift, one LOP3, one HADD2 and one HFMA2 give their fp16 weights (:func:`pair_codes`,
-    :func:`pair_weights`). ``BLOCK_M == 1`` (GEMV): one HFMA2 with the pair of activations into an fp16
-    partial sum over the ``PER / 2`` pairs of a word, added to the fp32 accumulator once per iteration
-    (products of dequantized weights, so a partial sum is part of an output, not a sum of raw codes).
-    ``BLOCK_M >= 16`` (batches): tensor cores with the operands swapped, ``Y^T = W_hat X^T``, so the
-    weights are the register operand (``A``, ``BLOCK_N`` rows: a 64-row wgmma on Hopper) and only the
-    activation tile goes through shared memory."""
+    ``BLOCK_M == 1``, the GEMV on the CUDA cores: per block and row ``s sum_k q_k x_k + b sum_k x_k``;
+    per code one LOP3, one FADD (:func:`scaled_code`) and one FFMA with the activation pre-multiplied by
+    :func:`code_weight`; the scale and zero once per word position.
+    ``BLOCK_M >= 16`` (batches): tensor cores with the operands swapped,
+    ``Y^T = W_hat X^T``, so the dequantized weights are the register operand (``A``, ``BLOCK_N`` rows: a
+    64-row wgmma on Hopper) and only the small activation tile goes through shared memory; per pair of
+    codes one shift, one LOP3, one HADD2 and one HFMA2 (:func:`pair_codes`, :func:`pair_weights`)."""
     WB: tl.constexpr = KB // PER
     HALF: tl.constexpr = PER // 2
     pid_n = tl.program_id(0)
@@ -197,11 +210,11 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
     n_groups = K // GS
     gi = tl.arange(0, GPI)
     j = tl.arange(0, WB)
-    pair = 2 * j[None, :, None] + tl.arange(0, 2)[None, None, :]  # (1, WB, 2): inputs of word j's pairs
     if BLOCK_M == 1:
-        acc = tl.zeros((BLOCK_N, GPI, WB, 2), dtype=tl.float32)
+        acc = tl.zeros((BLOCK_N, GPI, WB), dtype=tl.float32)
     else:
         acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)  # Y^T
+        pair = (tl.arange(0, 2) * HALF * WB)[None, None, :]  # input offsets of the two codes of a pair
     for b0 in range(b_start, b_end, GPI):
         blk = b0 + gi
         ok = blk < b_end
@@ -209,28 +222,39 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
         w0 = load_words(Q0, rows, row_words, wcol, ok)
         w1 = w0
         if W1 > 0:
-            w1 = spread_high(load_words(Q1, rows, row_words, wcol, ok))
+            w1 = load_words(Q1, rows, row_words, wcol, ok)
         sp = rows[:, None] * n_groups + (blk * KB // GS)[None, :]
-        s2 = half2(tl.load(S + sp, mask=ok[None, :], other=0.0))[:, :, None]
-        b2 = half2(tl.load(OFF + sp, mask=ok[None, :], other=0.0))[:, :, None]
-        part = tl.zeros((BLOCK_N, GPI, WB, 2), dtype=tl.float16)
-        for i in tl.static_range(HALF):
-            a = pair_weights(pair_codes(w0, w1, i, W0, W1), s2, b2, ASM)  # (BLOCK_N, GPI, WB, 2) fp16
-            kp = blk[:, None, None] * KB + 2 * i * WB + pair  # (GPI, WB, 2) consecutive inputs
-            if HAS_PERM:
-                kp = tl.load(PERM + kp)
-            if BLOCK_M == 1:
-                xp = tl.load(X + kp, mask=ok[:, None, None], other=0.0).to(tl.float16)
-                part += a * xp[None, :, :, :]
-            else:
+        k = blk[:, None] * KB + j[None, :]
+        k_ok = ok[:, None]  # K is a multiple of KB: a block's mask (lets the loads of x vectorize)
+        if BLOCK_M == 1:
+            s = tl.load(S + sp, mask=ok[None, :], other=0.0).to(tl.float32)[:, :, None]
+            b = tl.load(OFF + sp, mask=ok[None, :], other=0.0).to(tl.float32)[:, :, None]
+            w0h = w0 >> 16
+            p = tl.zeros((BLOCK_N, GPI, WB), dtype=tl.float32)
+            xsum = tl.zeros((1, GPI, WB), dtype=tl.float32)
+            for i in tl.static_range(PER):
+                x = load_x(X, stride_xm, offs_m, m_mask, k + i * WB, k_ok, PERM, HAS_PERM).to(tl.float32)
+                xsum += x
+                p += scaled_code(w0, w0h, MAGIC, i, W0) * (x * code_weight(i, W0, 0))
+                if W1 > 0:
+                    p += scaled_code(w1, w1, MAGIC, i, W1) * (x * code_weight(i, W1, W0))
+            acc += p * s + b * xsum
+        else:
+            s2 = half2(tl.load(S + sp, mask=ok[None, :], other=0.0))[:, :, None]
+            b2 = half2(tl.load(OFF + sp, mask=ok[None, :], other=0.0))[:, :, None]
+            if W1 > 0:
+                w1 = spread_high(w1)
+            for i in tl.static_range(HALF):
+                a = pair_weights(pair_codes(w0, w1, i, W0, W1), s2, b2, ASM)  # (BLOCK_N, GPI, WB, 2)
+                kp = k[:, :, None] + i * WB + pair  # (GPI, WB, 2)
+                if HAS_PERM:
+                    kp = tl.load(PERM + kp)
                 xt = tl.load(X + kp[:, :, :, None] + offs_m[None, None, None, :] * stride_xm,
                              mask=ok[:, None, None, None] & m_mask[None, None, None, :], other=0.0)
                 acc = tl.dot(tl.reshape(a, (BLOCK_N, GPI * WB * 2)).to(xt.dtype),
                              tl.reshape(xt, (GPI * WB * 2, BLOCK_M)), acc)
-        if BLOCK_M == 1:
-            acc += part.to(tl.float32)
     if BLOCK_M == 1:
-        acc = tl.sum(tl.sum(tl.sum(acc, axis=3), axis=2), axis=1)[None, :]
+        acc = finish(acc, BLOCK_M)
     else:
         acc = tl.trans(acc)
     if HAS_OUT:
@@ -250,7 +274,7 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k)
     uniform_kernel[grid](
         x, y, st.planes[0], st.planes[-1], st.scales, st.offsets, st.perm if st.perm is not None else st.scales,
-        *outlier_args(st.outliers, y), m, n, k, x.stride(0), k // per,
+        *outlier_args(st.outliers, y), m, n, k, x.stride(0), k // per, 0x4B000000,
         GS=st.group_size, KB=st.block, PER=per, W0=planes[0], W1=planes[1] if len(planes) > 1 else 0,
         HAS_PERM=st.perm is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
         GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k), OUT_CHUNK=out_chunk(c.block_n),
