@@ -48,7 +48,6 @@ from .common import (
     block_size,
     blocks_per_iter,
     candidates,
-    finish,
     grid_outliers,
     load_words,
     load_x,
@@ -179,24 +178,106 @@ def pair_weights(v, s2, b2, ASM: tl.constexpr):
 
 
 @triton.jit
+def load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS: tl.constexpr, KB: tl.constexpr,
+               WB: tl.constexpr, GPI: tl.constexpr, W1: tl.constexpr):
+    """Blocks ``b0 .. b0 + GPI`` (those before ``b_end``) of the program's rows: the code words
+    ``(BLOCK_N, GPI, WB)`` of both planes and the fp16 scales and offsets ``(BLOCK_N, GPI)``."""
+    blk = b0 + tl.arange(0, GPI)
+    ok = blk < b_end
+    wcol = blk[:, None] * WB + tl.arange(0, WB)[None, :]
+    w0 = load_words(Q0, rows, row_words, wcol, ok)
+    w1 = w0
+    if W1 > 0:
+        w1 = load_words(Q1, rows, row_words, wcol, ok)
+    sp = rows[:, None] * n_groups + (blk * KB // GS)[None, :]
+    return (w0, w1, tl.load(S + sp, mask=ok[None, :], other=0.0), tl.load(OFF + sp, mask=ok[None, :], other=0.0))
+
+
+@triton.jit
+def gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, stride_xm, row_words, n_groups, b_start, b_end, MAGIC,
+              GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
+              HAS_PERM: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr):
+    """The ``(1, BLOCK_N)`` fp32 GEMV over blocks ``b_start .. b_end`` on the CUDA cores: per block and row
+    ``s sum_k q_k x_k + b sum_k x_k``; per code one LOP3, one FADD (:func:`scaled_code`) and one FFMA with
+    the activation pre-multiplied by :func:`code_weight`; the scale and offset once per word position.
+    The next iteration's words and scales are loaded before this one's arithmetic (a register double
+    buffer: Triton's pipeliner leaves loads that feed no ``tl.dot`` alone, so without it each iteration
+    waited for its loads)."""
+    WB: tl.constexpr = KB // PER
+    gi = tl.arange(0, GPI)
+    j = tl.arange(0, WB)
+    offs_m = tl.arange(0, 1)
+    m_mask = offs_m < 1
+    acc = tl.zeros((BLOCK_N, GPI, WB), dtype=tl.float32)
+    w0n, w1n, sn, bn = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b_start, b_end, GS, KB, WB, GPI, W1)
+    for b0 in range(b_start, b_end, GPI):
+        w0, w1, s, b = w0n, w1n, sn.to(tl.float32)[:, :, None], bn.to(tl.float32)[:, :, None]
+        w0n, w1n, sn, bn = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0 + GPI, b_end, GS, KB, WB, GPI,
+                                      W1)
+        blk = b0 + gi
+        k = blk[:, None] * KB + j[None, :]
+        k_ok = (blk < b_end)[:, None]  # K is a multiple of KB: a block's mask (lets the loads of x vectorize)
+        w0h = w0 >> 16
+        p = tl.zeros((BLOCK_N, GPI, WB), dtype=tl.float32)
+        xsum = tl.zeros((1, GPI, WB), dtype=tl.float32)
+        for i in tl.static_range(PER):
+            x = load_x(X, stride_xm, offs_m, m_mask, k + i * WB, k_ok, PERM, HAS_PERM).to(tl.float32)
+            xsum += x
+            p += scaled_code(w0, w0h, MAGIC, i, W0) * (x * code_weight(i, W0, 0))
+            if W1 > 0:
+                p += scaled_code(w1, w1, MAGIC, i, W1) * (x * code_weight(i, W1, W0))
+        acc += p * s + b * xsum
+    return tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
+
+
+@triton.jit
+def dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, n_groups, b_start, b_end,
+             GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
+             HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr,
+             ASM: tl.constexpr):
+    """The ``(BLOCK_M, BLOCK_N)`` fp32 tile over blocks ``b_start .. b_end`` on the tensor cores with the
+    operands swapped, ``Y^T = W_hat X^T``: the dequantized weights are the register operand (``A``,
+    ``BLOCK_N`` rows: a 64-row wgmma on Hopper) and only the activation tile goes through shared memory;
+    per pair of codes one shift, one LOP3, one HADD2 and one HFMA2 (:func:`pair_codes`,
+    :func:`pair_weights`)."""
+    WB: tl.constexpr = KB // PER
+    HALF: tl.constexpr = PER // 2
+    gi = tl.arange(0, GPI)
+    j = tl.arange(0, WB)
+    pair = (tl.arange(0, 2) * HALF * WB)[None, None, :]  # input offsets of the two codes of a pair
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)  # Y^T
+    for b0 in range(b_start, b_end, GPI):
+        blk = b0 + gi
+        ok = blk < b_end
+        w0, w1, s, b = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS, KB, WB, GPI, W1)
+        s2 = half2(s)[:, :, None]
+        b2 = half2(b)[:, :, None]
+        if W1 > 0:
+            w1 = spread_high(w1)
+        k = blk[:, None] * KB + j[None, :]
+        for i in tl.static_range(HALF):
+            a = pair_weights(pair_codes(w0, w1, i, W0, W1), s2, b2, ASM)  # (BLOCK_N, GPI, WB, 2)
+            kp = k[:, :, None] + i * WB + pair  # (GPI, WB, 2)
+            if HAS_PERM:
+                kp = tl.load(PERM + kp)
+            xt = tl.load(X + kp[:, :, :, None] + offs_m[None, None, None, :] * stride_xm,
+                         mask=ok[:, None, None, None] & m_mask[None, None, None, :], other=0.0)
+            acc = tl.dot(tl.reshape(a, (BLOCK_N, GPI * WB * 2)).to(xt.dtype),
+                         tl.reshape(xt, (GPI * WB * 2, BLOCK_M)), acc)
+    return tl.trans(acc)
+
+
+@triton.jit
 def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, row_words, MAGIC,
                    GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
                    HAS_PERM: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    GPI: tl.constexpr, SPLIT: tl.constexpr, SPLIT_BLOCKS, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr):
     """``Y[m, n] = sum_k X[m, perm(k)] (s[n, g] q[n, k] + b[n, g])`` (``g = k // GS``, ``b = -z s``) for
-    ``BLOCK_N`` rows over blocks ``pid_k SPLIT_BLOCKS ..`` of ``KB`` inputs (all of K without split), ``GPI`` blocks per
-    iteration (see :mod:`lowbit.kernels.triton.common`). ``row_words = K / PER`` is an argument so that
-    Triton sees its divisibility by 16 and vectorizes the loads of words and activations.
-
-    ``BLOCK_M == 1``, the GEMV on the CUDA cores: per block and row ``s sum_k q_k x_k + b sum_k x_k``;
-    per code one LOP3, one FADD (:func:`scaled_code`) and one FFMA with the activation pre-multiplied by
-    :func:`code_weight`; the scale and zero once per word position.
-    ``BLOCK_M >= 16`` (batches): tensor cores with the operands swapped,
-    ``Y^T = W_hat X^T``, so the dequantized weights are the register operand (``A``, ``BLOCK_N`` rows: a
-    64-row wgmma on Hopper) and only the small activation tile goes through shared memory; per pair of
-    codes one shift, one LOP3, one HADD2 and one HFMA2 (:func:`pair_codes`, :func:`pair_weights`)."""
-    WB: tl.constexpr = KB // PER
-    HALF: tl.constexpr = PER // 2
+    ``BLOCK_N`` rows over blocks ``pid_k SPLIT_BLOCKS ..`` of ``KB`` inputs (all of K without split),
+    ``GPI`` blocks per iteration (see :mod:`lowbit.kernels.triton.common`): :func:`gemv_loop` for one
+    activation row (``BLOCK_M == 1``), :func:`dot_loop` for batches; then the outliers and the store.
+    ``row_words = K / PER`` is an argument so that Triton sees its divisibility by 16 and vectorizes the
+    loads of words and activations."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -204,59 +285,14 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
     rows = tl.minimum(offs_n, N - 1)  # loads unmasked along rows; the store masks
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_mask = offs_m < M
-    n_blocks = K // KB
     b_start = pid_k * SPLIT_BLOCKS
-    b_end = tl.minimum(b_start + SPLIT_BLOCKS, n_blocks)
-    n_groups = K // GS
-    gi = tl.arange(0, GPI)
-    j = tl.arange(0, WB)
+    b_end = tl.minimum(b_start + SPLIT_BLOCKS, K // KB)
     if BLOCK_M == 1:
-        acc = tl.zeros((BLOCK_N, GPI, WB), dtype=tl.float32)
+        acc = gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, stride_xm, row_words, K // GS, b_start, b_end, MAGIC,
+                        GS, KB, PER, W0, W1, HAS_PERM, BLOCK_N, GPI)
     else:
-        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)  # Y^T
-        pair = (tl.arange(0, 2) * HALF * WB)[None, None, :]  # input offsets of the two codes of a pair
-    for b0 in range(b_start, b_end, GPI):
-        blk = b0 + gi
-        ok = blk < b_end
-        wcol = blk[:, None] * WB + j[None, :]
-        w0 = load_words(Q0, rows, row_words, wcol, ok)
-        w1 = w0
-        if W1 > 0:
-            w1 = load_words(Q1, rows, row_words, wcol, ok)
-        sp = rows[:, None] * n_groups + (blk * KB // GS)[None, :]
-        k = blk[:, None] * KB + j[None, :]
-        k_ok = ok[:, None]  # K is a multiple of KB: a block's mask (lets the loads of x vectorize)
-        if BLOCK_M == 1:
-            s = tl.load(S + sp, mask=ok[None, :], other=0.0).to(tl.float32)[:, :, None]
-            b = tl.load(OFF + sp, mask=ok[None, :], other=0.0).to(tl.float32)[:, :, None]
-            w0h = w0 >> 16
-            p = tl.zeros((BLOCK_N, GPI, WB), dtype=tl.float32)
-            xsum = tl.zeros((1, GPI, WB), dtype=tl.float32)
-            for i in tl.static_range(PER):
-                x = load_x(X, stride_xm, offs_m, m_mask, k + i * WB, k_ok, PERM, HAS_PERM).to(tl.float32)
-                xsum += x
-                p += scaled_code(w0, w0h, MAGIC, i, W0) * (x * code_weight(i, W0, 0))
-                if W1 > 0:
-                    p += scaled_code(w1, w1, MAGIC, i, W1) * (x * code_weight(i, W1, W0))
-            acc += p * s + b * xsum
-        else:
-            s2 = half2(tl.load(S + sp, mask=ok[None, :], other=0.0))[:, :, None]
-            b2 = half2(tl.load(OFF + sp, mask=ok[None, :], other=0.0))[:, :, None]
-            if W1 > 0:
-                w1 = spread_high(w1)
-            for i in tl.static_range(HALF):
-                a = pair_weights(pair_codes(w0, w1, i, W0, W1), s2, b2, ASM)  # (BLOCK_N, GPI, WB, 2)
-                kp = k[:, :, None] + i * WB + pair  # (GPI, WB, 2)
-                if HAS_PERM:
-                    kp = tl.load(PERM + kp)
-                xt = tl.load(X + kp[:, :, :, None] + offs_m[None, None, None, :] * stride_xm,
-                             mask=ok[:, None, None, None] & m_mask[None, None, None, :], other=0.0)
-                acc = tl.dot(tl.reshape(a, (BLOCK_N, GPI * WB * 2)).to(xt.dtype),
-                             tl.reshape(xt, (GPI * WB * 2, BLOCK_M)), acc)
-    if BLOCK_M == 1:
-        acc = finish(acc, BLOCK_M)
-    else:
-        acc = tl.trans(acc)
+        acc = dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, K // GS, b_start, b_end,
+                       GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM)
     if HAS_OUT:
         acc = add_outliers(acc, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL, pid_k == 0,
                            BLOCK_M, BLOCK_N, OUT_CHUNK)
