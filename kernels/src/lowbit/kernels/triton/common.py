@@ -246,7 +246,9 @@ def store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT: tl.constexpr):
 class Config:
     """One launch configuration: output rows per program, word positions per row per iteration
     (``BLOCK_K = words PER``: 4-byte words, so the bytes in flight per row do not depend on the
-    width), warps, pipeline stages, and ``split_k``: programs sharing a row tile along K (each sums a
+    width), warps, pipeline stages (the uniform GEMV, whose loads Triton does not pipeline, reads 1 as
+    "load each iteration's words when it starts" and more as "one iteration ahead", a register double
+    buffer), and ``split_k``: programs sharing a row tile along K (each sums a
     contiguous range of blocks and adds its partial into ``y`` with an fp16 atomic add; ``y`` is
     zero-filled first). Split K gives a layer with few row tiles (4096 rows at batch 16, or a long K)
     enough programs to fill the GPU."""
@@ -268,7 +270,7 @@ class Config:
 GEMV_CONFIGS = [Config(16, 128, 8, 2), Config(16, 64, 4, 3), Config(8, 128, 4, 2), Config(4, 128, 2, 3),
                 Config(32, 32, 4, 4), Config(32, 64, 4, 3, 2), Config(32, 64, 4, 3, 4), Config(64, 32, 2, 3, 8),
                 Config(16, 32, 2, 3, 2), Config(16, 256, 8, 2), Config(8, 256, 4, 2), Config(16, 128, 8, 2, 2),
-                Config(16, 128, 8, 3), Config(4, 256, 2, 2)]
+                Config(16, 128, 8, 1), Config(4, 256, 2, 2)]
 DOT_CONFIGS = [Config(32, 32, 4, 2), Config(64, 32, 4, 3), Config(32, 64, 8, 2), Config(16, 32, 4, 3),
                Config(32, 32, 4, 3, 4), Config(16, 32, 4, 3, 2), Config(64, 32, 4, 3, 8), Config(32, 64, 4, 3, 8)]
 # Tensor-core tiles with the weights as the register operand (uniform batches): 64 or 128 rows (one

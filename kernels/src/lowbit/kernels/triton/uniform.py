@@ -196,24 +196,32 @@ def load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS: tl.cons
 @triton.jit
 def gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, stride_xm, row_words, n_groups, b_start, b_end, MAGIC,
               GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
-              HAS_PERM: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr):
+              HAS_PERM: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr, PREFETCH: tl.constexpr):
     """The ``(1, BLOCK_N)`` fp32 GEMV over blocks ``b_start .. b_end`` on the CUDA cores: per block and row
     ``s sum_k q_k x_k + b sum_k x_k``; per code one LOP3, one FADD (:func:`scaled_code`) and one FFMA with
     the activation pre-multiplied by :func:`code_weight`; the scale and offset once per word position.
-    The next iteration's words and scales are loaded before this one's arithmetic (a register double
-    buffer: Triton's pipeliner leaves loads that feed no ``tl.dot`` alone, so without it each iteration
-    waited for its loads)."""
+    ``PREFETCH`` (configurations of 2 or more stages): the next iteration's words and scales are loaded
+    before this one's arithmetic, a register double buffer (Triton's pipeliner leaves loads that feed no
+    ``tl.dot`` alone, so otherwise each iteration waits for its loads); on the H100 it helped 4-bit
+    codes and cost 2- and 3-bit ones a little, so the tuner chooses (docs/results.md)."""
     WB: tl.constexpr = KB // PER
     gi = tl.arange(0, GPI)
     j = tl.arange(0, WB)
     offs_m = tl.arange(0, 1)
     m_mask = offs_m < 1
     acc = tl.zeros((BLOCK_N, GPI, WB), dtype=tl.float32)
-    w0n, w1n, sn, bn = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b_start, b_end, GS, KB, WB, GPI, W1)
-    for b0 in range(b_start, b_end, GPI):
-        w0, w1, s, b = w0n, w1n, sn.to(tl.float32)[:, :, None], bn.to(tl.float32)[:, :, None]
-        w0n, w1n, sn, bn = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0 + GPI, b_end, GS, KB, WB, GPI,
+    if PREFETCH:
+        w0n, w1n, sn, bn = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b_start, b_end, GS, KB, WB, GPI,
                                       W1)
+    for b0 in range(b_start, b_end, GPI):
+        if PREFETCH:
+            w0, w1, sh, bh = w0n, w1n, sn, bn
+            w0n, w1n, sn, bn = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0 + GPI, b_end, GS, KB, WB,
+                                          GPI, W1)
+        else:
+            w0, w1, sh, bh = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS, KB, WB, GPI, W1)
+        s = sh.to(tl.float32)[:, :, None]
+        b = bh.to(tl.float32)[:, :, None]
         blk = b0 + gi
         k = blk[:, None] * KB + j[None, :]
         k_ok = (blk < b_end)[:, None]  # K is a multiple of KB: a block's mask (lets the loads of x vectorize)
@@ -271,7 +279,8 @@ def dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words
 def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, row_words, MAGIC,
                    GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
                    HAS_PERM: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   GPI: tl.constexpr, SPLIT: tl.constexpr, SPLIT_BLOCKS, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr):
+                   GPI: tl.constexpr, SPLIT: tl.constexpr, SPLIT_BLOCKS, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr,
+                   PREFETCH: tl.constexpr):
     """``Y[m, n] = sum_k X[m, perm(k)] (s[n, g] q[n, k] + b[n, g])`` (``g = k // GS``, ``b = -z s``) for
     ``BLOCK_N`` rows over blocks ``pid_k SPLIT_BLOCKS ..`` of ``KB`` inputs (all of K without split),
     ``GPI`` blocks per iteration (see :mod:`lowbit.kernels.triton.common`): :func:`gemv_loop` for one
@@ -289,7 +298,7 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
     b_end = tl.minimum(b_start + SPLIT_BLOCKS, K // KB)
     if BLOCK_M == 1:
         acc = gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, stride_xm, row_words, K // GS, b_start, b_end, MAGIC,
-                        GS, KB, PER, W0, W1, HAS_PERM, BLOCK_N, GPI)
+                        GS, KB, PER, W0, W1, HAS_PERM, BLOCK_N, GPI, PREFETCH)
     else:
         acc = dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, K // GS, b_start, b_end,
                        GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM)
@@ -314,7 +323,7 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
         GS=st.group_size, KB=st.block, PER=per, W0=planes[0], W1=planes[1] if len(planes) > 1 else 0,
         HAS_PERM=st.perm is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
         GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k), OUT_CHUNK=out_chunk(c.block_n),
-        ASM=x.is_cuda, num_warps=c.num_warps, num_stages=c.num_stages)
+        ASM=x.is_cuda, PREFETCH=c.num_stages > 1, num_warps=c.num_warps, num_stages=c.num_stages)
     return y
 
 
