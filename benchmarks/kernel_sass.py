@@ -106,7 +106,7 @@ def main() -> None:
                                   (64, 32, 2, 3)]:
             gpi = words * per // 128
             const = dict(GS=128, KB=128, PER=per, W0=bits, W1=0, HAS_PERM=False, HAS_OUT=False, BLOCK_M=1,
-                         BLOCK_N=bn, GPI=gpi, SPLIT=1, OUT_CHUNK=32, ASM=True)
+                         BLOCK_N=bn, GPI=gpi, SPLIT=1, OUT_CHUNK=32, ASM=True, PREFETCH=ns > 1)
             codes = bn * gpi * 128 / (32 * nw)
             rows.append(("uniform", f"{bits}-bit g128", (bn, words, nw, ns), codes,
                          longest_loop(compile_sass(uniform.uniform_kernel, const, nw, ns))))
@@ -115,7 +115,7 @@ def main() -> None:
             for bn, words, nw, ns in [(64, 32, 4, 3), (128, 32, 8, 3), (64, 64, 4, 3), (32, 32, 4, 3)]:
                 gpi = words * per // 128
                 const = dict(GS=128, KB=128, PER=per, W0=bits, W1=0, HAS_PERM=False, HAS_OUT=False, BLOCK_M=16,
-                             BLOCK_N=bn, GPI=gpi, SPLIT=1, OUT_CHUNK=32, ASM=True)
+                             BLOCK_N=bn, GPI=gpi, SPLIT=1, OUT_CHUNK=32, ASM=True, PREFETCH=ns > 1)
                 loop = longest_loop(compile_sass(uniform.uniform_kernel, const, nw, ns))
                 rows.append(("uniform tensor cores", f"{bits}-bit g128", (bn, words, nw, ns),
                              bn * gpi * 128 / (32 * nw), loop))
