@@ -30,7 +30,7 @@ from types import ModuleType
 
 POINTERS = {"X", "Y", "Q0", "Q1", "S", "OFF", "PERM", "PTR", "OROW", "OCOL", "OVAL", "C", "CB"}
 DIV16 = {"K", "stride_xm", "row_words", "n_groups", "MAGIC"}
-POINTER_TYPES = {"Q0": "*i32", "Q1": "*i32", "C": "*i16"}
+POINTER_TYPES = {"Q0": "*i32", "Q1": "*i32", "C": "*i16", "PTR": "*i32", "OROW": "*i16", "OCOL": "*i16", "PERM": "*i32"}
 
 
 def kernel_modules(ref: str | None) -> tuple[ModuleType, ModuleType]:

@@ -39,7 +39,6 @@ from lowbit.core.formats import QuantizedWeight
 from .common import (
     Config,
     Outliers,
-    add_outliers,
     block_m,
     candidates,
     finish,
@@ -49,6 +48,8 @@ from .common import (
     mac,
     out_chunk,
     outlier_args,
+    outliers_begin,
+    outliers_end,
     output,
     run_tuned,
     split_blocks,
@@ -102,6 +103,9 @@ def additive_kernel(X, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, n
     m_mask = offs_m < M
     j_start = pid_k * SPLIT_GROUPS
     j_end = tl.minimum(j_start + SPLIT_GROUPS, n_groups)
+    if HAS_OUT:  # the outlier walk's first loads, before the main loop
+        o_start, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
+                                                       pid_k == 0, BLOCK_N, OUT_CHUNK)
     e = tl.arange(0, 8)
     acc = zeros_acc(BLOCK_M, BLOCK_N, BLOCK_J, 1)
     for j0 in range(j_start, j_end, BLOCK_J):
@@ -120,8 +124,8 @@ def additive_kernel(X, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, n
             acc = mac(acc, x, w, BLOCK_M, BLOCK_N, BLOCK_J * 8)
     acc = finish(acc, BLOCK_M) * tl.load(S + rows).to(tl.float32)[None, :]
     if HAS_OUT:
-        acc = add_outliers(acc, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL, pid_k == 0,
-                           BLOCK_M, BLOCK_N, OUT_CHUNK)
+        acc = outliers_end(acc, o_start, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
+                           BLOCK_M, OUT_CHUNK)
     store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT)
 
 

@@ -38,7 +38,6 @@ from .common import (
     PER,
     Config,
     Outliers,
-    add_outliers,
     block_m,
     block_size,
     blocks_per_iter,
@@ -52,6 +51,8 @@ from .common import (
     mac,
     out_chunk,
     outlier_args,
+    outliers_begin,
+    outliers_end,
     pack_codes,
     pad_cols,
     run_tuned,
@@ -221,6 +222,9 @@ def table_kernel(X, Y, Q0, Q1, T, PERM, PTR, OROW, OCOL, OVAL, M, N, stride_xm, 
     rows = tl.minimum(offs_n, N - 1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_mask = offs_m < M
+    if HAS_OUT:  # the outlier walk's first loads, before the main loop
+        o_start, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
+                                                       True, BLOCK_N, OUT_CHUNK)
     acc = segment(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
                   WO0, KO0, KP0, KV0, KB, TGS, B0, HAS_PERM, BLOCK_M, BLOCK_N, G0)
     if B1 > 0:
@@ -233,8 +237,8 @@ def table_kernel(X, Y, Q0, Q1, T, PERM, PTR, OROW, OCOL, OVAL, M, N, stride_xm, 
         acc += segment(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
                        WO3, KO3, KP3, KV3, KB, TGS, B3, HAS_PERM, BLOCK_M, BLOCK_N, G3)
     if HAS_OUT:
-        acc = add_outliers(acc, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL, True,
-                           BLOCK_M, BLOCK_N, OUT_CHUNK)
+        acc = outliers_end(acc, o_start, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
+                           BLOCK_M, OUT_CHUNK)
     store_y(Y, acc, offs_m, m_mask, offs_n, N, 1)
 
 

@@ -43,7 +43,6 @@ from .common import (
     PLANES,
     Config,
     Outliers,
-    add_outliers,
     block_m,
     block_size,
     blocks_per_iter,
@@ -53,6 +52,8 @@ from .common import (
     load_x,
     out_chunk,
     outlier_args,
+    outliers_begin,
+    outliers_end,
     output,
     pack_codes,
     run_tuned,
@@ -296,6 +297,9 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
     m_mask = offs_m < M
     b_start = pid_k * SPLIT_BLOCKS
     b_end = tl.minimum(b_start + SPLIT_BLOCKS, K // KB)
+    if HAS_OUT:  # the outlier walk's first loads, before the main loop
+        o_start, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
+                                                       pid_k == 0, BLOCK_N, OUT_CHUNK)
     if BLOCK_M == 1:
         acc = gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, stride_xm, row_words, K // GS, b_start, b_end, MAGIC,
                         GS, KB, PER, W0, W1, HAS_PERM, BLOCK_N, GPI, PREFETCH)
@@ -303,8 +307,8 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
         acc = dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, K // GS, b_start, b_end,
                        GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM)
     if HAS_OUT:
-        acc = add_outliers(acc, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL, pid_k == 0,
-                           BLOCK_M, BLOCK_N, OUT_CHUNK)
+        acc = outliers_end(acc, o_start, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
+                           BLOCK_M, OUT_CHUNK)
     store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT)
 
 
