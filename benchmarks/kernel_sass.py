@@ -120,7 +120,8 @@ def main() -> None:
                 rows.append(("uniform tensor cores", f"{bits}-bit g128", (bn, words, nw, ns),
                              bn * gpi * 128 / (32 * nw), loop))
     for bn, bj, nw, ns in [(4, 64, 2, 3), (8, 64, 4, 2), (16, 64, 4, 3)]:
-        const = dict(NCB=2, B=8, HAS_OUT=False, BLOCK_M=1, BLOCK_N=bn, BLOCK_J=bj, SPLIT=1, OUT_CHUNK=32)
+        const = dict(NCB=2, B=8, HAS_OUT=False, BLOCK_M=1, BLOCK_N=bn, BLOCK_J=bj, SPLIT=1, OUT_CHUNK=32,
+                     PREFETCH=ns > 1)
         rows.append(("additive", "2x8", (bn, bj * 2, nw, ns), bn * bj * 8 / (32 * nw),
                      longest_loop(compile_sass(additive.additive_kernel, const, nw, ns))))
     print(f"kernels: {a.ref or 'this checkout'}\n\n| kernel | format | config (block_n, words, warps, stages) | "

@@ -88,12 +88,23 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Ad
 
 
 @triton.jit
+def load_codes(C, rows, n_groups, j0, j_end, BLOCK_J: tl.constexpr):
+    """The ``(BLOCK_N, BLOCK_J)`` code words of groups ``j0 ..`` (those before ``j_end``) as unsigned int32."""
+    jj = j0 + tl.arange(0, BLOCK_J)
+    c = tl.load(C + rows[:, None] * n_groups + jj[None, :], mask=(jj < j_end)[None, :], other=0)
+    return c.to(tl.int32) & 0xFFFF
+
+
+@triton.jit
 def additive_kernel(X, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, n_groups,
                     NCB: tl.constexpr, B: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr,
                     BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, SPLIT: tl.constexpr, SPLIT_GROUPS,
-                    OUT_CHUNK: tl.constexpr):
+                    OUT_CHUNK: tl.constexpr, PREFETCH: tl.constexpr):
     """``Y[m, n] = S[n] sum_j <X[m, 8j:8j+8], sum_i CB[i, code_i(n, j)]>`` for ``BLOCK_N`` rows over groups
-    ``pid_k SPLIT_GROUPS ..`` (all ``n_groups = K / 8`` without split), ``BLOCK_J`` groups per iteration."""
+    ``pid_k SPLIT_GROUPS ..`` (all ``n_groups = K / 8`` without split), ``BLOCK_J`` groups per iteration.
+    ``PREFETCH`` (configurations of 2 or more stages): the next iteration's codes are loaded before this
+    one's codebook gathers (a register double buffer, as in the uniform GEMV), so the gathers do not wait
+    for a load from memory."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -108,10 +119,16 @@ def additive_kernel(X, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, n
                                                        pid_k == 0, BLOCK_N, OUT_CHUNK)
     e = tl.arange(0, 8)
     acc = zeros_acc(BLOCK_M, BLOCK_N, BLOCK_J, 1)
+    if PREFETCH:
+        cn = load_codes(C, rows, n_groups, j_start, j_end, BLOCK_J)
     for j0 in range(j_start, j_end, BLOCK_J):
         jj = j0 + tl.arange(0, BLOCK_J)
         ok = jj < j_end
-        c = tl.load(C + rows[:, None] * n_groups + jj[None, :], mask=ok[None, :], other=0).to(tl.int32) & 0xFFFF
+        if PREFETCH:
+            c = cn
+            cn = load_codes(C, rows, n_groups, j0 + BLOCK_J, j_end, BLOCK_J)
+        else:
+            c = load_codes(C, rows, n_groups, j0, j_end, BLOCK_J)
         w = tl.load(CB + (c & ((1 << B) - 1))[:, :, None] * 8 + e[None, None, :])
         for i in tl.static_range(1, NCB):
             code = (c >> (i * B)) & ((1 << B) - 1)
@@ -141,7 +158,8 @@ def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
         x, y, st.codes, st.codebooks, st.scales, *outlier_args(st.outliers, y), m, n, k, x.stride(0), n_groups,
         NCB=st.n_codebooks, B=st.bits, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
         BLOCK_J=block_j, SPLIT=c.split_k, SPLIT_GROUPS=split_blocks(n_groups, block_j, c.split_k),
-        OUT_CHUNK=out_chunk(c.block_n), num_warps=c.num_warps, num_stages=gather_stages(c, bm))
+        OUT_CHUNK=out_chunk(c.block_n), PREFETCH=c.num_stages > 1, num_warps=c.num_warps,
+        num_stages=gather_stages(c, bm))
     return y
 
 
