@@ -291,9 +291,10 @@ class Config:
 
 # GEMV: the session-12 list (2-8 KiB of codes per program and iteration, 256-1024 programs on the
 # 4096-row layers) and configurations with several rows per thread for the same inputs (each
-# activation loaded, converted and scaled once for all of them: 4.2-4.7 instructions per 4-bit code in
-# the compiled loop against 5.9-6.6 with fewer rows per thread, benchmarks/kernel_sass.py) and so few
-# row tiles, split along K for >= 2 programs per SM. The H100's sweep chose from both (docs/results.md).
+# activation loaded, converted and scaled once for all of them: 4.4-5.0 instructions per 4-bit code in
+# the compiled uniform loop against 6.2-7.0 with fewer rows per thread, docs/results/kernels/
+# sass_v4.json) and so few row tiles, split along K for >= 2 programs per SM. The H100's sweep chose
+# from both (docs/results.md).
 # Batches: tl.dot tiles of 16-64 rows, split along K when the row tiles alone are fewer than about two
 # per SM.
 GEMV_CONFIGS = [Config(16, 128, 8, 2), Config(16, 64, 4, 3), Config(8, 128, 4, 2), Config(4, 128, 2, 3),

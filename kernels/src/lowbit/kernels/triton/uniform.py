@@ -13,18 +13,20 @@ dequantized once at prepare). Layout built once by :func:`prepare`:
   ``x[perm[k]]`` (a gather on the small activation vector, no extra launch);
 - sparse outliers in the same pass (:func:`lowbit.kernels.triton.common.add_outliers`).
 
-Two paths:
+Two paths (``benchmarks/kernel_sass.py`` counts their compiled loops, ``docs/results/kernels/sass_v4.json``):
 
-- GEMV on the CUDA cores (one activation row): per code one LOP3 (the code's bits masked in place
-  into the exponent of 2^23), one FADD and one FFMA (with the activation times a power of two that
-  undoes the code's bit position); per word position of a block ``s sum q x + b sum x``; the
-  accumulator is reduced over K once.
-- Tensor cores (batches): ``Y^T = W_hat X^T`` with the weights as the
-  register operand. Two codes of a word (bits ``i w`` and ``i w + 16``) become one f16x2 register
-  ``1024 + q`` with one shift and one LOP3, then ``(v - 1024) s + b`` with one HADD2 and one HFMA2 (inline
-  PTX; Marlin, arXiv 2408.11743, does the same with the zero subtracted first): about 3.5-3.9
-  instructions per code in the compiled loop against 4.2-6.6 for the GEMV
-  (``benchmarks/kernel_sass.py``).
+- GEMV on the CUDA cores (one activation row, :func:`gemv_loop`): per code one LOP3 (the code's bits
+  masked in place into the exponent of 2^23), one FADD and one FFMA (with the activation times a power
+  of two that undoes the code's bit position); per word position of a block ``s sum q x + b sum x``;
+  the accumulator is reduced over K once. 4.4-7.0 instructions per code, depending on the rows per
+  thread. On the H100 it runs at 1.6-3.5x the time of a loop that only streams the same words
+  (``benchmarks/gemv_floor.py``): the arithmetic, not the memory, bounds it.
+- Tensor cores (batches, :func:`dot_loop`): ``Y^T = W_hat X^T`` with the weights as the register
+  operand. Two codes of a word (bits ``i w`` and ``i w + 16``) become one f16x2 register ``1024 + q``
+  with one shift and one LOP3, then ``(v - 1024) s + b`` with one HADD2 and one HFMA2 (inline PTX;
+  Marlin, arXiv 2408.11743, does the same with the zero subtracted first): 3.5-4.0 instructions per
+  code at 64 and 128 rows. A batch of one padded to 16 rows this way was slower than the GEMV on the
+  H100 at every benchmark shape (docs/results.md), so a batch of one stays on the GEMV.
 """
 
 from __future__ import annotations
