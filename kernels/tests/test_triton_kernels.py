@@ -52,8 +52,10 @@ def xs(m: int, k: int, seed: int) -> torch.Tensor:
     return torch.randn(m, k, generator=g).half().to(DEVICE)
 
 
-# GEMV (one block per iteration, and several with masked tail blocks) and tl.dot (batches) paths; split K
-PATHS = [(1, Config(32, 16)), (1, Config(8, 128)), (5, Config(32, 32)), (19, Config(64, 64))]
+# GEMV (one block per iteration, and several with masked tail blocks; loads one iteration ahead with 2
+# stages, not with 1) and tl.dot (batches) paths; split K
+PATHS = [(1, Config(32, 16)), (1, Config(8, 128)), (1, Config(16, 64, 4, 1)), (5, Config(32, 32)),
+         (19, Config(64, 64))]
 SPLIT_PATHS = [(1, Config(16, 32, 2, 2, 3)), (1, Config(32, 16, 4, 2, 2)), (6, Config(16, 32, 4, 2, 4))]
 
 
@@ -112,7 +114,8 @@ def test_binary_paths(bits: int, act_order: bool) -> None:
 def test_additive_paths(m_b: tuple[int, int]) -> None:
     qw = random_additive(40, 200, *m_b, seed=5, device=DEVICE, n_outliers=6)
     state = additive.prepare(qw)
-    paths = [(1, Config(32, 16)), (1, Config(8, 128)), (4, Config(32, 32)), (17, Config(64, 64))] + SPLIT_PATHS
+    paths = [(1, Config(32, 16)), (1, Config(8, 128)), (1, Config(16, 64, 4, 1)), (4, Config(32, 32)),
+             (17, Config(64, 64))] + SPLIT_PATHS
     for m, config in paths:
         x = xs(m, 200, m)
         check(qw, additive.run(state, x, config), x)
