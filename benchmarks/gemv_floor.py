@@ -39,7 +39,8 @@ def stream_kernel(Q, Y, N, row_words, BLOCK_N: tl.constexpr, GPI: tl.constexpr, 
     acc = tl.zeros((BLOCK_N, GPI, WB), dtype=tl.int32)
     for c0 in range(0, row_words, GPI * WB):
         if LOAD:
-            acc ^= tl.load(Q + rows[:, None, None] * row_words + (c0 + col)[None, :, :])
+            acc ^= tl.load(Q + rows[:, None, None] * row_words + (c0 + col)[None, :, :],
+                           mask=(c0 + col < row_words)[None, :, :], other=0)
         else:
             acc ^= c0
     out = tl.xor_sum(tl.xor_sum(acc, axis=2), axis=1)

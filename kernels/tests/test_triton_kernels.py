@@ -79,6 +79,19 @@ def test_uniform_property(bits: int, gs: int, d_out: int, n_groups: int, m: int,
     check(qw, uniform.run(uniform.prepare(qw), x), x)
 
 
+
+def test_outlier_walk_several_chunks() -> None:
+    """More outliers per row tile than one chunk (``common.out_chunk``) holds: the walk continues after
+    the chunk loaded before the main loop (GEMV, batches, split K)."""
+    qw = random_uniform(32, 256, 4, 64, seed=5, device=DEVICE, n_outliers=1500)
+    state = uniform.prepare(qw)
+    assert int(state.outliers.indptr[16]) > common.out_chunk(16)
+    for m, config in [(1, Config(16, 32)), (1, Config(16, 32, 2, 1)), (3, Config(16, 32)),
+                      (1, Config(16, 16, 2, 2, 2))]:
+        x = xs(m, 256, m)
+        check(qw, uniform.run(state, x, config), x)
+
+
 def test_uniform_second_order() -> None:
     """SpQR: group scales themselves quantized (dequantized once at prepare)."""
     qw = random_uniform(32, 128, 3, 32, seed=1, device=DEVICE, n_outliers=5)
@@ -186,7 +199,7 @@ def test_tiles_cover_model_shapes(shape: tuple[int, int]) -> None:
         kb = common.block_size(d_in, gs)
         assert d_in % kb == 0 and gs % kb == 0
         for m in (1, 16, 64):
-            for c in common.candidates(m):
+            for c in common.candidates(m) + common.candidates(m, tensor_core=True):
                 for bits in (1, 2, 3, 4):
                     per = common.PER[bits]
                     gpi = common.blocks_per_iter(c, per, kb, d_in // kb, m)

@@ -21,9 +21,11 @@ be a multiple of ``BLOCK_K``). With ``split_k = 1`` one launch writes ``y`` in t
 programs ``pid_k`` sum consecutive ranges of ``SPLIT_BLOCKS`` blocks and add into a zero-filled ``y``.
 A batch of one row is a GEMV: an fp32 ``(BLOCK_N, GPI, WB)``
 accumulator gets ``w x`` elementwise, reduced over K once after the loop (no reduction per
-iteration). Larger batches dequantize each shift's tile to fp16 and ``tl.dot`` it (fp32 accumulation).
-Integer codes become floats with the exponent trick ``as_float(q | 0x4B000000) - 2^23`` (two full-rate
-ALU ops instead of the quarter-rate ``I2F`` conversion).
+iteration). Larger batches dequantize each shift's tile to fp16 and ``tl.dot`` it (fp32 accumulation;
+the uniform kernel swaps the operands and dequantizes pairs of codes in f16x2, see
+:mod:`lowbit.kernels.triton.uniform`). Integer codes become floats with the exponent trick
+``as_float(q | 0x4B000000) - 2^23`` (two full-rate ALU ops instead of the quarter-rate ``I2F``
+conversion).
 
 **Sparse outliers in the same pass** (SpQR, arXiv 2306.03078): CSR over output rows (row pointers
 int32; per entry its row and column in 16 bits, read back as unsigned, and ``delta = value -
@@ -275,9 +277,9 @@ def store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT: tl.constexpr):
 class Config:
     """One launch configuration: output rows per program, word positions per row per iteration
     (``BLOCK_K = words PER``: 4-byte words, so the bytes in flight per row do not depend on the
-    width), warps, pipeline stages (the uniform GEMV, whose loads Triton does not pipeline, reads 1 as
-    "load each iteration's words when it starts" and more as "one iteration ahead", a register double
-    buffer), and ``split_k``: programs sharing a row tile along K (each sums a
+    width), warps, pipeline stages (the uniform and additive GEMVs, whose loads Triton does not pipeline,
+    read 1 as "load each iteration's codes when it starts" and more as "one iteration ahead", a register
+    double buffer), and ``split_k``: programs sharing a row tile along K (each sums a
     contiguous range of blocks and adds its partial into ``y`` with an fp16 atomic add; ``y`` is
     zero-filled first). Split K gives a layer with few row tiles (4096 rows at batch 16, or a long K)
     enough programs to fill the GPU."""
@@ -335,9 +337,11 @@ def candidates(m: int, split: bool = True, tensor_core: bool = False) -> list[Co
 
 
 def out_chunk(block_n: int) -> int:
-    """Outlier entries per chunk of the walk (:func:`outliers_begin`): ``8192 / BLOCK_N`` (64..1024), so the
-    chunk loaded before the main loop holds all of a program's entries at 0.5% outliers and d_in up to
-    about 8192 (a 4096 x 4096 layer at 0.5%: 328 entries per 16 rows on average)."""
+    """Outlier entries per chunk of the walk (:func:`outliers_begin`): ``8192 / BLOCK_N`` (64..1024). At
+    0.5% outliers a 16-row tile of a 4096 x 4096 layer has 328 entries on average against a chunk of 512,
+    so the chunk loaded before the main loop holds them all; tiles with more entries (longer rows, more
+    rows: 11008 inputs or batch tiles of 32-128 rows) walk further chunks after the loop, each waiting
+    for its loads. Batch tiles keep the first chunk's activations in registers through the loop."""
     return min(1024, max(64, 8192 // block_n))
 
 

@@ -11,16 +11,17 @@ dequantized once at prepare). Layout built once by :func:`prepare`:
 - act-order (``g_idx``, GPTQ's ``desc_act``): columns permuted once so that groups are contiguous
   (each group must hold exactly ``group_size`` columns, as GPTQ produces), and the kernel reads
   ``x[perm[k]]`` (a gather on the small activation vector, no extra launch);
-- sparse outliers in the same pass (:func:`lowbit.kernels.triton.common.add_outliers`).
+- sparse outliers in the same pass (:func:`lowbit.kernels.triton.common.outliers_begin`,
+  :func:`~lowbit.kernels.triton.common.outliers_end`).
 
 Two paths (``benchmarks/kernel_sass.py`` counts their compiled loops, ``docs/results/kernels/sass_v4.json``):
 
 - GEMV on the CUDA cores (one activation row, :func:`gemv_loop`): per code one LOP3 (the code's bits
   masked in place into the exponent of 2^23), one FADD and one FFMA (with the activation times a power
   of two that undoes the code's bit position); per word position of a block ``s sum q x + b sum x``;
-  the accumulator is reduced over K once. 4.4-7.0 instructions per code, depending on the rows per
-  thread. On the H100 it runs at 1.6-3.5x the time of a loop that only streams the same words
-  (``benchmarks/gemv_floor.py``): the arithmetic, not the memory, bounds it.
+  the accumulator is reduced over K once. 4.4-7.0 instructions per 4-bit code and 4.0-5.5 per 2-bit
+  code, depending on the rows per thread. On the H100 it runs at 1.6-3.5x the time of a loop that
+  only streams the same words (``benchmarks/gemv_floor.py``): the arithmetic, not the memory, bounds it.
 - Tensor cores (batches, :func:`dot_loop`): ``Y^T = W_hat X^T`` with the weights as the register
   operand. Two codes of a word (bits ``i w`` and ``i w + 16``) become one f16x2 register ``1024 + q``
   with one shift and one LOP3, then ``(v - 1024) s + b`` with one HADD2 and one HFMA2 (inline PTX;
@@ -165,8 +166,9 @@ def half2(h):
 def pair_weights(v, s2, b2, ASM: tl.constexpr):
     """``W = (v - 1024) s + b`` (``b = -z s``) on the two fp16 halves of ``v`` (:func:`pair_codes`): one
     HADD2 (exact) and one HFMA2, as the ``(.., 2)`` fp16 tile ``join(low, high)`` (Marlin's dequantization,
-    arXiv 2408.11743, with the zero in the FMA). ``ASM``: inline PTX on the GPU, else the same in fp16
-    Triton operations (Triton's interpreter has no inline assembly)."""
+    arXiv 2408.11743, with the zero in the FMA). ``ASM``: inline PTX on the GPU, else the same operations
+    in fp16 Triton arithmetic (Triton's interpreter has no inline assembly), which rounds the product
+    and the sum separately where HFMA2 rounds once (about 1 ulp apart on a third of the weights)."""
     if ASM:
         lo, hi = tl.inline_asm_elementwise(
             "{ .reg .b32 c, t; mov.b32 c, 0x64006400; sub.f16x2 t, $2, c; fma.rn.f16x2 t, t, $3, $4; "
@@ -206,7 +208,7 @@ def gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, stride_xm, row_words, n_groups, b_s
     ``PREFETCH`` (configurations of 2 or more stages): the next iteration's words and scales are loaded
     before this one's arithmetic, a register double buffer (Triton's pipeliner leaves loads that feed no
     ``tl.dot`` alone, so otherwise each iteration waits for its loads); on the H100 it helped 4-bit
-    codes and cost 2- and 3-bit ones a little, so the tuner chooses (docs/results.md)."""
+    codes and not 2-bit ones, so the tuner chooses per shape (docs/results.md)."""
     WB: tl.constexpr = KB // PER
     gi = tl.arange(0, GPI)
     j = tl.arange(0, WB)
@@ -270,7 +272,7 @@ def dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words
             a = pair_weights(pair_codes(w0, w1, i, W0, W1), s2, b2, ASM)  # (BLOCK_N, GPI, WB, 2)
             kp = k[:, :, None] + i * WB + pair  # (GPI, WB, 2)
             if HAS_PERM:
-                kp = tl.load(PERM + kp)
+                kp = tl.load(PERM + kp, mask=ok[:, None, None], other=0)
             xt = tl.load(X + kp[:, :, :, None] + offs_m[None, None, None, :] * stride_xm,
                          mask=ok[:, None, None, None] & m_mask[None, None, None, :], other=0.0)
             acc = tl.dot(tl.reshape(a, (BLOCK_N, GPI * WB * 2)).to(xt.dtype),
