@@ -154,26 +154,44 @@ def prepare_binary(qw: QuantizedWeight, device: torch.device | str | None = None
 
 
 @triton.jit
+def segment_words(Q0, Q1, rows, row_words, row_words1, wo, b0, n_blocks, W1: tl.constexpr, WB: tl.constexpr,
+                  GPI: tl.constexpr):
+    """The ``(BLOCK_N, GPI, WB)`` code words of blocks ``b0 ..`` (those before ``n_blocks``) of a segment
+    starting at word ``wo`` of each row, and of its 1-bit high plane (3 bits)."""
+    blk = b0 + tl.arange(0, GPI)
+    ok = blk < n_blocks
+    wcol = blk[:, None] * WB + tl.arange(0, WB)[None, :]
+    w0 = load_words(Q0, rows, row_words, wo + wcol, ok)
+    w1 = w0
+    if W1 > 0:
+        w1 = load_words(Q1, rows, row_words1, wcol, ok)
+    return w0, w1
+
+
+@triton.jit
 def segment_loop(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
                  wo, ko, k_pad, k_valid, KB: tl.constexpr, TGS: tl.constexpr, PER: tl.constexpr,
                  W0: tl.constexpr, W1: tl.constexpr, HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr,
-                 BLOCK_N: tl.constexpr, GPI: tl.constexpr):
+                 BLOCK_N: tl.constexpr, GPI: tl.constexpr, PREFETCH: tl.constexpr):
     """``(BLOCK_M, BLOCK_N)`` partial ``sum_k X[m, perm(ko + k)] T[row(k, n), q[n, k]]`` over one segment's
     columns ``k < k_pad`` (valid below ``k_valid``); ``TGS = 0``: per-column tables, else binary
-    tables per (group of ``TGS``, row)."""
+    tables per (group of ``TGS``, row). ``PREFETCH``: the next iteration's code words are loaded before
+    this one's table gathers (a register double buffer, as in the uniform GEMV)."""
     WB: tl.constexpr = KB // PER
     n_blocks = k_pad // KB
     gi = tl.arange(0, GPI)
     j = tl.arange(0, WB)
     acc = zeros_acc(BLOCK_M, BLOCK_N, GPI, WB)
+    if PREFETCH:
+        w0n, w1n = segment_words(Q0, Q1, rows, row_words, row_words1, wo, 0, n_blocks, W1, WB, GPI)
     for b0 in range(0, n_blocks, GPI):
         blk = b0 + gi
         ok = blk < n_blocks
-        wcol = blk[:, None] * WB + j[None, :]
-        w0 = load_words(Q0, rows, row_words, wo + wcol, ok)
-        w1 = w0
-        if W1 > 0:
-            w1 = load_words(Q1, rows, row_words1, wcol, ok)
+        if PREFETCH:
+            w0, w1 = w0n, w1n
+            w0n, w1n = segment_words(Q0, Q1, rows, row_words, row_words1, wo, b0 + GPI, n_blocks, W1, WB, GPI)
+        else:
+            w0, w1 = segment_words(Q0, Q1, rows, row_words, row_words1, wo, b0, n_blocks, W1, WB, GPI)
         k = blk[:, None] * KB + j[None, :]
         k_ok = ok[:, None] & (k < k_valid)
         if TGS == 0:
@@ -195,14 +213,15 @@ def segment_loop(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_wor
 @triton.jit
 def segment(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
             wo, ko, k_pad, k_valid, KB: tl.constexpr, TGS: tl.constexpr, B: tl.constexpr,
-            HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr):
+            HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr,
+            PREFETCH: tl.constexpr):
     """:func:`segment_loop` for codes of ``B`` bits (3 bits: a 2-bit and a 1-bit plane, 16 per word)."""
     if B == 3:
         part = segment_loop(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
-                            wo, ko, k_pad, k_valid, KB, TGS, 16, 2, 1, HAS_PERM, BLOCK_M, BLOCK_N, GPI)
+                            wo, ko, k_pad, k_valid, KB, TGS, 16, 2, 1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, PREFETCH)
     else:
         part = segment_loop(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
-                            wo, ko, k_pad, k_valid, KB, TGS, 32 // B, B, 0, HAS_PERM, BLOCK_M, BLOCK_N, GPI)
+                            wo, ko, k_pad, k_valid, KB, TGS, 32 // B, B, 0, HAS_PERM, BLOCK_M, BLOCK_N, GPI, PREFETCH)
     return part
 
 
@@ -212,7 +231,7 @@ def table_kernel(X, Y, Q0, Q1, T, PERM, PTR, OROW, OCOL, OVAL, M, N, stride_xm, 
                  B0: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr, B3: tl.constexpr,
                  G0: tl.constexpr, G1: tl.constexpr, G2: tl.constexpr, G3: tl.constexpr,
                  KB: tl.constexpr, TGS: tl.constexpr, HAS_PERM: tl.constexpr, HAS_OUT: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, OUT_CHUNK: tl.constexpr):
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, OUT_CHUNK: tl.constexpr, PREFETCH: tl.constexpr):
     """``Y[m, n] = sum_segments sum_k X[m, perm(k)] T[row(k, n), q[n, k]]``: up to four segments of
     widths ``B0..B3`` (0: absent; word offset ``WO``, column offset ``KO``, padded and valid columns
     ``KP``, ``KV``; ``G``: blocks per iteration), one program per ``BLOCK_N`` rows."""
@@ -226,16 +245,16 @@ def table_kernel(X, Y, Q0, Q1, T, PERM, PTR, OROW, OCOL, OVAL, M, N, stride_xm, 
         o_start, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
                                                        True, BLOCK_N, OUT_CHUNK)
     acc = segment(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
-                  WO0, KO0, KP0, KV0, KB, TGS, B0, HAS_PERM, BLOCK_M, BLOCK_N, G0)
+                  WO0, KO0, KP0, KV0, KB, TGS, B0, HAS_PERM, BLOCK_M, BLOCK_N, G0, PREFETCH)
     if B1 > 0:
         acc += segment(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
-                       WO1, KO1, KP1, KV1, KB, TGS, B1, HAS_PERM, BLOCK_M, BLOCK_N, G1)
+                       WO1, KO1, KP1, KV1, KB, TGS, B1, HAS_PERM, BLOCK_M, BLOCK_N, G1, PREFETCH)
     if B2 > 0:
         acc += segment(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
-                       WO2, KO2, KP2, KV2, KB, TGS, B2, HAS_PERM, BLOCK_M, BLOCK_N, G2)
+                       WO2, KO2, KP2, KV2, KB, TGS, B2, HAS_PERM, BLOCK_M, BLOCK_N, G2, PREFETCH)
     if B3 > 0:
         acc += segment(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
-                       WO3, KO3, KP3, KV3, KB, TGS, B3, HAS_PERM, BLOCK_M, BLOCK_N, G3)
+                       WO3, KO3, KP3, KV3, KB, TGS, B3, HAS_PERM, BLOCK_M, BLOCK_N, G3, PREFETCH)
     if HAS_OUT:
         acc = outliers_end(acc, o_start, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
                            BLOCK_M, OUT_CHUNK)
@@ -256,7 +275,8 @@ def _launch(st: TableState, x: Tensor, c: Config) -> Tensor:
         *outlier_args(st.outliers, y), m, n, x.stride(0), st.words.shape[1], high.shape[1], st.table_stride,
         *ints, **{f"B{i}": s.bits for i, s in enumerate(segs)}, **gpis, KB=st.block, TGS=st.group_size,
         HAS_PERM=st.cols is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
-        OUT_CHUNK=out_chunk(c.block_n), num_warps=c.num_warps, num_stages=gather_stages(c, bm))
+        OUT_CHUNK=out_chunk(c.block_n), PREFETCH=bm == 1 and c.num_stages > 1, num_warps=c.num_warps,
+        num_stages=gather_stages(c, bm))
     return y
 
 
