@@ -261,6 +261,14 @@ def table_kernel(X, Y, Q0, Q1, T, PERM, PTR, OROW, OCOL, OVAL, M, N, stride_xm, 
     store_y(Y, acc, offs_m, m_mask, offs_n, N, 1)
 
 
+def prefetch(st: TableState, c: Config, bm: int) -> bool:
+    """Whether :func:`segment_loop` loads one iteration ahead: for a GEMV configuration of 2 or more stages
+    over a single-width table. On the H100 prefetch made 11 of 12 single-width layers (tables of 2-4 bits,
+    binary 2-bit) 2-10% faster and one 5% slower, and mixed widths (four loops, each holding its next
+    words) 10-24% slower
+    (docs/results.md), so mixed widths load each iteration's words when it starts."""
+    return bm == 1 and c.num_stages > 1 and len(st.segments) == 1
+
 def _launch(st: TableState, x: Tensor, c: Config) -> Tensor:
     m, n = x.shape[0], st.shape[0]
     bm = block_m(m)
@@ -275,7 +283,7 @@ def _launch(st: TableState, x: Tensor, c: Config) -> Tensor:
         *outlier_args(st.outliers, y), m, n, x.stride(0), st.words.shape[1], high.shape[1], st.table_stride,
         *ints, **{f"B{i}": s.bits for i, s in enumerate(segs)}, **gpis, KB=st.block, TGS=st.group_size,
         HAS_PERM=st.cols is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
-        OUT_CHUNK=out_chunk(c.block_n), PREFETCH=bm == 1 and c.num_stages > 1, num_warps=c.num_warps,
+        OUT_CHUNK=out_chunk(c.block_n), PREFETCH=prefetch(st, c, bm), num_warps=c.num_warps,
         num_stages=gather_stages(c, bm))
     return y
 
