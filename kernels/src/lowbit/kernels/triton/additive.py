@@ -45,6 +45,7 @@ from .common import (
     gather_stages,
     grid_outliers,
     load_x,
+    loads_ahead,
     mac,
     out_chunk,
     outlier_args,
@@ -102,9 +103,8 @@ def additive_kernel(X, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, n
                     OUT_CHUNK: tl.constexpr, PREFETCH: tl.constexpr):
     """``Y[m, n] = S[n] sum_j <X[m, 8j:8j+8], sum_i CB[i, code_i(n, j)]>`` for ``BLOCK_N`` rows over groups
     ``pid_k SPLIT_GROUPS ..`` (all ``n_groups = K / 8`` without split), ``BLOCK_J`` groups per iteration.
-    ``PREFETCH`` (a GEMV configuration of 2 or more stages; batches, measured before it, do not): the next
-    iteration's codes are loaded before this one's codebook gathers (a register double buffer, as in the
-    uniform GEMV), so the gathers do not wait for a load from memory."""
+    ``PREFETCH`` (:func:`lowbit.kernels.triton.common.loads_ahead`, GEMV only): the next iteration's codes
+    are loaded before this one's codebook gathers, so the gathers do not wait for a load from memory."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -158,7 +158,7 @@ def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
         x, y, st.codes, st.codebooks, st.scales, *outlier_args(st.outliers, y), m, n, k, x.stride(0), n_groups,
         NCB=st.n_codebooks, B=st.bits, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
         BLOCK_J=block_j, SPLIT=c.split_k, SPLIT_GROUPS=split_blocks(n_groups, block_j, c.split_k),
-        OUT_CHUNK=out_chunk(c.block_n), PREFETCH=bm == 1 and c.num_stages > 1, num_warps=c.num_warps,
+        OUT_CHUNK=out_chunk(c.block_n), PREFETCH=loads_ahead(c, bm), num_warps=c.num_warps,
         num_stages=gather_stages(c, bm))
     return y
 

@@ -277,9 +277,8 @@ def store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT: tl.constexpr):
 class Config:
     """One launch configuration: output rows per program, word positions per row per iteration
     (``BLOCK_K = words PER``: 4-byte words, so the bytes in flight per row do not depend on the
-    width), warps, pipeline stages (the uniform and additive GEMVs, whose loads Triton does not pipeline,
-    read 1 as "load each iteration's codes when it starts" and more as "one iteration ahead", a register
-    double buffer), and ``split_k``: programs sharing a row tile along K (each sums a
+    width), warps, pipeline stages (GEMVs, whose loads Triton does not pipeline, read them through
+    :func:`loads_ahead`), and ``split_k``: programs sharing a row tile along K (each sums a
     contiguous range of blocks and adds its partial into ``y`` with an fp16 atomic add; ``y`` is
     zero-filled first). Split K gives a layer with few row tiles (4096 rows at batch 16, or a long K)
     enough programs to fill the GPU."""
@@ -343,6 +342,15 @@ def out_chunk(block_n: int) -> int:
     rows: 11008 inputs or batch tiles of 32-128 rows) walk further chunks after the loop, each waiting
     for its loads. Batch tiles keep the first chunk's activations in registers through the loop."""
     return min(1024, max(64, 8192 // block_n))
+
+
+def loads_ahead(c: Config, bm: int) -> bool:
+    """Whether a GEMV (``bm == 1``) loads the next iteration's codes before this iteration's arithmetic,
+    a register double buffer: configurations of 2 or more stages do, 1 stage loads each iteration's
+    codes when it starts. Triton's pipeliner leaves loads that feed no ``tl.dot`` alone, so this is the
+    kernels' own prefetch; the tuner chooses per shape (on the H100 it helped 4-bit uniform codes and
+    single-width tables, not 2-bit codes or mixed widths, docs/results.md)."""
+    return bm == 1 and c.num_stages > 1
 
 
 def gather_stages(c: Config, bm: int) -> int:

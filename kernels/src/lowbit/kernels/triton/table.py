@@ -48,6 +48,7 @@ from .common import (
     grid_outliers,
     load_words,
     load_x,
+    loads_ahead,
     mac,
     out_chunk,
     outlier_args,
@@ -262,12 +263,12 @@ def table_kernel(X, Y, Q0, Q1, T, PERM, PTR, OROW, OCOL, OVAL, M, N, stride_xm, 
 
 
 def prefetch(st: TableState, c: Config, bm: int) -> bool:
-    """Whether :func:`segment_loop` loads one iteration ahead: for a GEMV configuration of 2 or more stages
+    """Whether :func:`segment_loop` loads one iteration ahead (:func:`lowbit.kernels.triton.common.loads_ahead`)
     over a single-width table. On the H100 prefetch made 11 of 12 single-width layers (tables of 2-4 bits,
     binary 2-bit) 2-10% faster and one 5% slower, and mixed widths (four loops, each holding its next
-    words) 10-24% slower
-    (docs/results.md), so mixed widths load each iteration's words when it starts."""
-    return bm == 1 and c.num_stages > 1 and len(st.segments) == 1
+    words) 10-24% slower (docs/results.md), so mixed widths load each iteration's words when it starts."""
+    return loads_ahead(c, bm) and len(st.segments) == 1
+
 
 def _launch(st: TableState, x: Tensor, c: Config) -> Tensor:
     m, n = x.shape[0], st.shape[0]

@@ -53,6 +53,7 @@ from .common import (
     grid_outliers,
     load_words,
     load_x,
+    loads_ahead,
     out_chunk,
     outlier_args,
     outliers_begin,
@@ -205,10 +206,8 @@ def gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, stride_xm, row_words, n_groups, b_s
     """The ``(1, BLOCK_N)`` fp32 GEMV over blocks ``b_start .. b_end`` on the CUDA cores: per block and row
     ``s sum_k q_k x_k + b sum_k x_k``; per code one LOP3, one FADD (:func:`scaled_code`) and one FFMA with
     the activation pre-multiplied by :func:`code_weight`; the scale and offset once per word position.
-    ``PREFETCH`` (configurations of 2 or more stages): the next iteration's words and scales are loaded
-    before this one's arithmetic, a register double buffer (Triton's pipeliner leaves loads that feed no
-    ``tl.dot`` alone, so otherwise each iteration waits for its loads); on the H100 it helped 4-bit
-    codes and not 2-bit ones, so the tuner chooses per shape (docs/results.md)."""
+    ``PREFETCH`` (:func:`lowbit.kernels.triton.common.loads_ahead`): the next iteration's words and scales
+    are loaded before this one's arithmetic."""
     WB: tl.constexpr = KB // PER
     gi = tl.arange(0, GPI)
     j = tl.arange(0, WB)
@@ -331,7 +330,7 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
         GS=st.group_size, KB=st.block, PER=per, W0=planes[0], W1=planes[1] if len(planes) > 1 else 0,
         HAS_PERM=st.perm is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
         GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k), OUT_CHUNK=out_chunk(c.block_n),
-        ASM=x.is_cuda, PREFETCH=c.num_stages > 1, num_warps=c.num_warps, num_stages=c.num_stages)
+        ASM=x.is_cuda, PREFETCH=loads_ahead(c, bm), num_warps=c.num_warps, num_stages=c.num_stages)
     return y
 
 
