@@ -135,7 +135,7 @@ def scaled_code(w, wh, magic, i: tl.constexpr, W: tl.constexpr, D: tl.constexpr)
         v = w & (((1 << W) - 1) << POS)
     if D != 0:
         magic = magic + (D << 23)
-    return (v | magic).to(tl.float32, bitcast=True) - 8388608.0 * 2.0**D
+    return (v | magic).to(tl.float32, bitcast=True) - 1.0 * (1 << (23 + D))
 
 
 @triton.jit
