@@ -28,10 +28,9 @@ import tempfile
 from collections import Counter
 from types import ModuleType
 
-POINTERS = {"X", "XS", "XB", "Y", "Q0", "Q1", "S", "OFF", "PERM", "PTR", "OROW", "OCOL", "OVAL", "C", "CB"}
+POINTERS = {"X", "Y", "Q0", "Q1", "S", "OFF", "PERM", "PTR", "OROW", "OCOL", "OVAL", "C", "CB"}
 DIV16 = {"K", "stride_xm", "row_words", "n_groups", "MAGIC"}
-POINTER_TYPES = {"XS": "*fp32", "XB": "*fp32", "Q0": "*i32", "Q1": "*i32", "C": "*i16", "PTR": "*i32", "OROW": "*i16",
-                 "OCOL": "*i16", "PERM": "*i32"}
+POINTER_TYPES = {"Q0": "*i32", "Q1": "*i32", "C": "*i16", "PTR": "*i32", "OROW": "*i16", "OCOL": "*i16", "PERM": "*i32"}
 
 
 def kernel_modules(ref: str | None) -> tuple[ModuleType, ModuleType]:

@@ -112,30 +112,22 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Un
 
 
 @triton.jit
-def code_exponent(i: tl.constexpr, W: tl.constexpr):
-    """``E``: the bit position :func:`scaled_code` reads code ``i`` of a ``W``-bit plane word at (``i W``, or
-    ``i W - 16`` from the word shifted right by 16 for codes that reach past bit 22)."""
+def code_value(w, wh, magic, i: tl.constexpr, W: tl.constexpr, S: tl.constexpr):
+    """Code ``i`` of a ``W``-bit plane word tile times ``2^S`` (``S``: the bits below the plane, 0 or the low
+    plane's width for the high bit of 3-bit codes) as fp32, exactly, with no shift: the code's bits,
+    masked in place at bit ``E`` (``i W``, or ``i W - 16`` from ``wh = w >> 16`` for codes that reach
+    past bit 22), or-ed into the exponent of ``2^(23 + D)`` with ``D = S - E`` (one LOP3) give
+    ``2^(23 + D) + q 2^S``, minus ``2^(23 + D)`` (one FADD). ``magic`` is the bits of 2^23, a kernel
+    argument, so ``magic + (D << 23)`` is one register per distinct ``D`` set once before the loop and
+    the LOP3 takes the mask as its immediate (as two literals the mask costs a MOV per code)."""
     POS: tl.constexpr = i * W
-    return POS - 16 if POS + W > 23 else POS
-
-
-@triton.jit
-def scaled_code(w, wh, magic, i: tl.constexpr, W: tl.constexpr, D: tl.constexpr):
-    """Code ``i`` of a ``W``-bit plane word tile as fp32 times ``2^(E + D)`` (``E``: :func:`code_exponent`;
-    the activations of :func:`activation_kernel` carry ``2^(-E)``): the code's bits masked in place and
-    or-ed into the exponent of 2^(23 + D) (one LOP3), minus 2^(23 + D) (one FADD); no shift. Codes that
-    reach past bit 22 are taken from ``wh = w >> 16`` (one shift per word, not per code). ``magic``
-    (0x4B000000, the bits of 2^23) is a kernel argument, so the LOP3 reads it from the constant bank (or,
-    ``D != 0``, a register set once) and takes the mask as its immediate (as two literals the mask costs
-    a MOV per code)."""
-    POS: tl.constexpr = i * W
+    E: tl.constexpr = POS - 16 if POS + W > 23 else POS
+    D: tl.constexpr = S - E
     if POS + W > 23:
         v = wh & (((1 << W) - 1) << (POS - 16))
     else:
         v = w & (((1 << W) - 1) << POS)
-    if D != 0:
-        magic = magic + (D << 23)
-    return (v | magic).to(tl.float32, bitcast=True) - 1.0 * (1 << (23 + D))
+    return (v | (magic + (D << 23))).to(tl.float32, bitcast=True) - 1.0 * (1 << (23 + D))
 
 
 @triton.jit
@@ -201,64 +193,18 @@ def load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS: tl.cons
 
 
 @triton.jit
-def exponent_weight(i, W: tl.constexpr):
-    """``2^(-E)`` (:func:`code_exponent`) for a tensor ``i`` of code positions of a ``W``-bit plane, built
-    from its exponent bits (exact)."""
-    pos = i * W
-    e = tl.where(pos + W > 23, pos - 16, pos)
-    return ((127 - e) << 23).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def activation_kernel(X, PERM, XS, XB, K, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr,
-                      HAS_PERM: tl.constexpr, BLOCKS: tl.constexpr):
-    """The GEMV's activation side, once per call (:func:`activations`): for input ``k = b KB + i WB + j``
-    of block ``b``, ``XS[k] = x[perm(k)] 2^(-E_i)`` in fp32 (``E_i``: :func:`code_exponent` of code
-    position ``i`` of the first plane) and ``XB[b] = sum_{k in b} x[perm(k)]``; ``BLOCKS`` blocks a
-    program."""
-    WB: tl.constexpr = KB // PER
-    blk = tl.program_id(0) * BLOCKS + tl.arange(0, BLOCKS)
-    t = tl.arange(0, KB)
-    ok = (blk < K // KB)[:, None]
-    k = blk[:, None] * KB + t[None, :]
-    src = k
-    if HAS_PERM:
-        src = tl.load(PERM + k, mask=ok, other=0)
-    x = tl.load(X + src, mask=ok, other=0.0).to(tl.float32)
-    tl.store(XS + k, x * exponent_weight(t // WB, W0)[None, :], mask=ok)
-    tl.store(XB + blk, tl.sum(x, axis=1), mask=blk < K // KB)
-
-
-def activations(st: UniformState, x: Tensor) -> tuple[Tensor, Tensor]:
-    """``(XS, XB)`` of :func:`activation_kernel` for one activation row ``x`` ``(1, K)``: ``(K,)`` and
-    ``(K / KB,)`` fp32."""
-    k, kb, per = st.shape[1], st.block, PER[st.bits]
-    n_blocks = k // kb
-    xs = torch.empty(k, dtype=torch.float32, device=x.device)
-    xb = torch.empty(n_blocks, dtype=torch.float32, device=x.device)
-    blocks = max(1, 1024 // kb)
-    activation_kernel[(triton.cdiv(n_blocks, blocks),)](
-        x, st.perm if st.perm is not None else xs, xs, xb, k, KB=kb, PER=per, W0=PLANES[st.bits][0],
-        HAS_PERM=st.perm is not None, BLOCKS=blocks, num_warps=4)
-    return xs, xb
-
-
-@triton.jit
-def gemv_loop(XS, XB, Q0, Q1, S, OFF, rows, row_words, n_groups, b_start, b_end, MAGIC,
+def gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, stride_xm, row_words, n_groups, b_start, b_end, MAGIC,
               GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
-              BLOCK_N: tl.constexpr, GPI: tl.constexpr, PREFETCH: tl.constexpr):
-    """The ``(1, BLOCK_N)`` fp32 GEMV over blocks ``b_start .. b_end`` on the CUDA cores, from the activation
-    side :func:`activation_kernel` computed once (``XS = x 2^(-E)`` in fp32, block sums ``XB``): per block
-    and row ``s sum_k q_k XS_k 2^E + b XB``; per code one LOP3, one FADD (:func:`scaled_code`) and one FFMA
-    (3-bit codes: the high plane's activations ``XS`` times a constant power of two, once per input); the
-    scale once per word position and the offset once per block. ``PREFETCH``
-    (:func:`lowbit.kernels.triton.common.loads_ahead`): the next iteration's words and scales are loaded
-    before this one's arithmetic."""
+              HAS_PERM: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr, PREFETCH: tl.constexpr):
+    """The ``(1, BLOCK_N)`` fp32 GEMV over blocks ``b_start .. b_end`` on the CUDA cores: per block and row
+    ``s sum_k q_k x_k + b sum_k x_k``; per code one LOP3, one FADD (:func:`code_value`) and one FFMA; per
+    input (shared by a thread's rows) one conversion and one FADD; the scale and offset once per word
+    position. ``PREFETCH`` (:func:`lowbit.kernels.triton.common.loads_ahead`): the next iteration's words and scales
+    are loaded before this one's arithmetic."""
     WB: tl.constexpr = KB // PER
     gi = tl.arange(0, GPI)
     j = tl.arange(0, WB)
     acc = tl.zeros((BLOCK_N, GPI, WB), dtype=tl.float32)
-    acc_b = tl.zeros((BLOCK_N, GPI), dtype=tl.float32)
     if PREFETCH:
         w0n, w1n, sn, bn = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b_start, b_end, GS, KB, WB, GPI,
                                       W1)
@@ -269,22 +215,28 @@ def gemv_loop(XS, XB, Q0, Q1, S, OFF, rows, row_words, n_groups, b_start, b_end,
                                           GPI, W1)
         else:
             w0, w1, sh, bh = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS, KB, WB, GPI, W1)
+        s = sh.to(tl.float32)[:, :, None]
+        b = bh.to(tl.float32)[:, :, None]
         # blocks past the end (whose codes, scales and offsets load as 0) read the last block's activations:
         # unmasked loads, and 0 times a finite activation
         blk = tl.minimum(b0 + gi, b_end - 1)
         k = blk[:, None] * KB + j[None, :]
         w0h = w0 >> 16
         for i in tl.static_range(PER):
-            x = tl.load(XS + k + i * WB)[None, :, :]
+            ki = k + i * WB
+            if HAS_PERM:
+                ki = tl.load(PERM + ki)
+            x = tl.load(X + ki)[None, :, :].to(tl.float32)
             if i == 0:
-                p = scaled_code(w0, w0h, MAGIC, i, W0, 0) * x
+                xsum = x
+                p = code_value(w0, w0h, MAGIC, i, W0, 0) * x
             else:
-                p += scaled_code(w0, w0h, MAGIC, i, W0, 0) * x
-            if W1 > 0:  # the high bit, worth 2^W0, at the first plane's activation scale
-                p += scaled_code(w1, w1, MAGIC, i, W1, W0 + code_exponent(i, W0) - code_exponent(i, W1)) * x
-        acc += p * sh.to(tl.float32)[:, :, None]
-        acc_b += bh.to(tl.float32) * tl.load(XB + blk)[None, :]
-    return (tl.sum(tl.sum(acc, axis=2), axis=1) + tl.sum(acc_b, axis=1))[None, :]
+                xsum += x
+                p += code_value(w0, w0h, MAGIC, i, W0, 0) * x
+            if W1 > 0:
+                p += code_value(w1, w1, MAGIC, i, W1, W0) * x
+        acc += p * s + b * xsum
+    return tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
 
 
 @triton.jit
@@ -325,7 +277,7 @@ def dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words
 
 
 @triton.jit
-def uniform_kernel(X, XS, XB, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, row_words, MAGIC,
+def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, row_words, MAGIC,
                    GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
                    HAS_PERM: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    GPI: tl.constexpr, SPLIT: tl.constexpr, SPLIT_BLOCKS, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr,
@@ -349,8 +301,8 @@ def uniform_kernel(X, XS, XB, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M,
         o_start, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
                                                        pid_k == 0, BLOCK_N, OUT_CHUNK)
     if BLOCK_M == 1:
-        acc = gemv_loop(XS, XB, Q0, Q1, S, OFF, rows, row_words, K // GS, b_start, b_end, MAGIC, GS, KB, PER, W0, W1,
-                        BLOCK_N, GPI, PREFETCH)
+        acc = gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, stride_xm, row_words, K // GS, b_start, b_end, MAGIC,
+                        GS, KB, PER, W0, W1, HAS_PERM, BLOCK_N, GPI, PREFETCH)
     else:
         acc = dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, K // GS, b_start, b_end,
                        GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM)
@@ -368,10 +320,9 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     n_blocks = k // st.block
     gpi = blocks_per_iter(c, per, st.block, triton.cdiv(n_blocks, c.split_k), bm)
     y = output(m, n, c, x)
-    xs, xb = activations(st, x) if bm == 1 else (x, x)
     grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k)
     uniform_kernel[grid](
-        x, xs, xb, y, st.planes[0], st.planes[-1], st.scales, st.offsets, st.perm if st.perm is not None else st.scales,
+        x, y, st.planes[0], st.planes[-1], st.scales, st.offsets, st.perm if st.perm is not None else st.scales,
         *outlier_args(st.outliers, y), m, n, k, x.stride(0), k // per, 0x4B000000,
         GS=st.group_size, KB=st.block, PER=per, W0=planes[0], W1=planes[1] if len(planes) > 1 else 0,
         HAS_PERM=st.perm is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
