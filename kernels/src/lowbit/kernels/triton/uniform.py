@@ -14,14 +14,17 @@ dequantized once at prepare). Layout built once by :func:`prepare`:
 - sparse outliers in the same pass (:func:`lowbit.kernels.triton.common.outliers_begin`,
   :func:`~lowbit.kernels.triton.common.outliers_end`).
 
-Two paths (``benchmarks/kernel_sass.py`` counts their compiled loops, ``docs/results/kernels/sass_v4.json``):
+Two paths (``benchmarks/kernel_sass.py`` counts their compiled loops, ``docs/results/kernels/sass_v5.json``):
 
 - GEMV on the CUDA cores (one activation row, :func:`gemv_loop`): per code one LOP3 (the code's bits
-  masked in place into the exponent of 2^23), one FADD and one FFMA (with the activation times a power
-  of two that undoes the code's bit position); per word position of a block ``s sum q x + b sum x``;
-  the accumulator is reduced over K once. 4.4-7.0 instructions per 4-bit code and 4.0-5.5 per 2-bit
-  code, depending on the rows per thread. On the H100 it runs at 1.6-3.5x the time of a loop that
-  only streams the same words (``benchmarks/gemv_floor.py``): the arithmetic, not the memory, bounds it.
+  masked in place into the exponent of a power of two chosen so that the code's bit position cancels,
+  :func:`code_value`), one FADD and one FFMA; per input one conversion and one FADD (``sum x``), shared
+  by a thread's rows; per word position of a block ``s sum q x + b sum x``; the accumulator is reduced
+  over K once. 5.3 instructions per 4-bit code and 4.7-4.9 per 2-bit code at two rows per thread
+  (v4, which multiplied each activation by the power of two instead: 6.2 and 5.4-5.5), 4.3-4.7 and
+  3.8-4.2 at more rows per thread. The loop's instruction count does not set the time alone: a variant with the
+  activations' side precomputed by a second launch (4.4 per 4-bit code) ran its main kernel no faster
+  than v4 on the H100 (docs/results.md, "v5").
 - Tensor cores (batches, :func:`dot_loop`): ``Y^T = W_hat X^T`` with the weights as the register
   operand. Two codes of a word (bits ``i w`` and ``i w + 16``) become one f16x2 register ``1024 + q``
   with one shift and one LOP3, then ``(v - 1024) s + b`` with one HADD2 and one HFMA2 (inline PTX;
