@@ -196,49 +196,59 @@ def load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS: tl.cons
 
 
 @triton.jit
-def gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, stride_xm, row_words, n_groups, b_start, b_end, MAGIC,
+def gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, MAGIC, KB: tl.constexpr, PER: tl.constexpr,
+               W0: tl.constexpr, W1: tl.constexpr, HAS_PERM: tl.constexpr, GPI: tl.constexpr):
+    """``acc (BLOCK_N, GPI, WB) += s sum_i q_i x_i + b sum_i x_i`` for blocks ``b0 .. b0 + GPI`` of words
+    ``w0, w1`` and scales and offsets ``sh, bh`` (:func:`load_block`): per code one LOP3, one FADD
+    (:func:`code_value`) and one FFMA; per input (shared by a thread's rows) one conversion and one FADD.
+    Blocks past ``b_end`` (whose codes, scales and offsets loaded as 0) read the last block's activations:
+    unmasked loads, and 0 times a finite activation."""
+    WB: tl.constexpr = KB // PER
+    blk = tl.minimum(b0 + tl.arange(0, GPI), b_end - 1)
+    k = blk[:, None] * KB + tl.arange(0, WB)[None, :]
+    w0h = w0 >> 16
+    for i in tl.static_range(PER):
+        ki = k + i * WB
+        if HAS_PERM:
+            ki = tl.load(PERM + ki)
+        x = tl.load(X + ki)[None, :, :].to(tl.float32)
+        if i == 0:
+            xsum = x
+            p = code_value(w0, w0h, MAGIC, i, W0, 0) * x
+        else:
+            xsum += x
+            p += code_value(w0, w0h, MAGIC, i, W0, 0) * x
+        if W1 > 0:
+            p += code_value(w1, w1, MAGIC, i, W1, W0) * x
+    return acc + p * sh.to(tl.float32)[:, :, None] + bh.to(tl.float32)[:, :, None] * xsum
+
+
+@triton.jit
+def gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, row_words, n_groups, b_start, b_end, MAGIC,
               GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
               HAS_PERM: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr, PREFETCH: tl.constexpr):
-    """The ``(1, BLOCK_N)`` fp32 GEMV over blocks ``b_start .. b_end`` on the CUDA cores: per block and row
-    ``s sum_k q_k x_k + b sum_k x_k``; per code one LOP3, one FADD (:func:`code_value`) and one FFMA; per
-    input (shared by a thread's rows) one conversion and one FADD; the scale and offset once per word
-    position. ``PREFETCH`` (:func:`lowbit.kernels.triton.common.loads_ahead`): the next iteration's words and scales
-    are loaded before this one's arithmetic."""
+    """The ``(1, BLOCK_N)`` fp32 GEMV over blocks ``b_start .. b_end`` on the CUDA cores
+    (:func:`gemv_block` per ``GPI`` blocks), reduced over K once. ``PREFETCH``
+    (:func:`lowbit.kernels.triton.common.loads_ahead`): each iteration's words and scales are loaded one
+    step ahead into two register buffers used in turn (the loop unrolled by two), so that no loaded
+    register is copied at the loop's end, which would wait for its load."""
     WB: tl.constexpr = KB // PER
-    gi = tl.arange(0, GPI)
-    j = tl.arange(0, WB)
     acc = tl.zeros((BLOCK_N, GPI, WB), dtype=tl.float32)
     if PREFETCH:
-        w0n, w1n, sn, bn = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b_start, b_end, GS, KB, WB, GPI,
-                                      W1)
-    for b0 in range(b_start, b_end, GPI):
-        if PREFETCH:
-            w0, w1, sh, bh = w0n, w1n, sn, bn
-            w0n, w1n, sn, bn = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0 + GPI, b_end, GS, KB, WB,
-                                          GPI, W1)
-        else:
+        a0, a1, as_, ab = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b_start, b_end, GS, KB, WB, GPI, W1)
+        for b0 in range(b_start, b_end, 2 * GPI):
+            c0, c1, cs, cb = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0 + GPI, b_end, GS, KB, WB,
+                                        GPI, W1)
+            acc = gemv_block(acc, X, PERM, a0, a1, as_, ab, b0, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM, GPI)
+            a0, a1, as_, ab = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0 + 2 * GPI, b_end, GS, KB,
+                                         WB, GPI, W1)
+            if b0 + GPI < b_end:
+                acc = gemv_block(acc, X, PERM, c0, c1, cs, cb, b0 + GPI, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM,
+                                 GPI)
+    else:
+        for b0 in range(b_start, b_end, GPI):
             w0, w1, sh, bh = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS, KB, WB, GPI, W1)
-        s = sh.to(tl.float32)[:, :, None]
-        b = bh.to(tl.float32)[:, :, None]
-        # blocks past the end (whose codes, scales and offsets load as 0) read the last block's activations:
-        # unmasked loads, and 0 times a finite activation
-        blk = tl.minimum(b0 + gi, b_end - 1)
-        k = blk[:, None] * KB + j[None, :]
-        w0h = w0 >> 16
-        for i in tl.static_range(PER):
-            ki = k + i * WB
-            if HAS_PERM:
-                ki = tl.load(PERM + ki)
-            x = tl.load(X + ki)[None, :, :].to(tl.float32)
-            if i == 0:
-                xsum = x
-                p = code_value(w0, w0h, MAGIC, i, W0, 0) * x
-            else:
-                xsum += x
-                p += code_value(w0, w0h, MAGIC, i, W0, 0) * x
-            if W1 > 0:
-                p += code_value(w1, w1, MAGIC, i, W1, W0) * x
-        acc += p * s + b * xsum
+            acc = gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM, GPI)
     return tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
 
 
@@ -304,8 +314,8 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
         o_start, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
                                                        pid_k == 0, BLOCK_N, OUT_CHUNK)
     if BLOCK_M == 1:
-        acc = gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, stride_xm, row_words, K // GS, b_start, b_end, MAGIC,
-                        GS, KB, PER, W0, W1, HAS_PERM, BLOCK_N, GPI, PREFETCH)
+        acc = gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, row_words, K // GS, b_start, b_end, MAGIC, GS, KB, PER, W0,
+                        W1, HAS_PERM, BLOCK_N, GPI, PREFETCH)
     else:
         acc = dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, K // GS, b_start, b_end,
                        GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM)
