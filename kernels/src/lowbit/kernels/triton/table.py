@@ -170,60 +170,44 @@ def segment_words(Q0, Q1, rows, row_words, row_words1, wo, b0, n_blocks, W1: tl.
 
 
 @triton.jit
-def segment_step(acc, X, stride_xm, offs_m, m_mask, rows, N, T, PERM, TS, w0, w1, b0, n_blocks, ko, k_valid,
-                 KB: tl.constexpr, TGS: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
-                 HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr):
-    """``acc += sum_k X[m, perm(ko + k)] T[row(k, n), q[n, k]]`` over blocks ``b0 .. b0 + GPI`` (those before
-    ``n_blocks``; columns valid below ``k_valid``) of code words ``w0, w1`` (:func:`segment_words`): per
-    code one table gather. ``TGS = 0``: per-column tables, else binary tables per (group of ``TGS``, row)."""
-    WB: tl.constexpr = KB // PER
-    blk = b0 + tl.arange(0, GPI)
-    ok = blk < n_blocks
-    k = blk[:, None] * KB + tl.arange(0, WB)[None, :]
-    k_ok = ok[:, None] & (k < k_valid)
-    if TGS == 0:
-        tbase = ((ko + k) * TS)[None, :, :]
-    else:
-        tbase = (((blk * KB // TGS)[None, :, None] * N + rows[:, None, None]) * TS)
-    for i in tl.static_range(PER):
-        q = code_at(w0, w1, i, W0, W1)
-        if TGS == 0:
-            t = tbase + i * WB * TS + q
-        else:
-            t = tbase + q
-        w = tl.load(T + t, mask=ok[None, :, None], other=0.0).to(tl.float32)
-        x = load_x(X, stride_xm, offs_m, m_mask, ko + k + i * WB, k_ok, PERM, HAS_PERM)
-        acc = mac(acc, x, w, BLOCK_M, BLOCK_N, GPI * WB)
-    return acc
-
-
-@triton.jit
 def segment_loop(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
                  wo, ko, k_pad, k_valid, KB: tl.constexpr, TGS: tl.constexpr, PER: tl.constexpr,
                  W0: tl.constexpr, W1: tl.constexpr, HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr,
                  BLOCK_N: tl.constexpr, GPI: tl.constexpr, PREFETCH: tl.constexpr):
     """``(BLOCK_M, BLOCK_N)`` partial ``sum_k X[m, perm(ko + k)] T[row(k, n), q[n, k]]`` over one segment's
-    columns ``k < k_pad`` (valid below ``k_valid``), :func:`segment_step` per ``GPI`` blocks. ``PREFETCH``:
-    each iteration's code words are loaded one step ahead, into two register buffers used in turn (the
-    loop unrolled by two, as in the uniform GEMV)."""
+    columns ``k < k_pad`` (valid below ``k_valid``); ``TGS = 0``: per-column tables, else binary
+    tables per (group of ``TGS``, row). ``PREFETCH``: the next iteration's code words are loaded before
+    this one's table gathers (a register double buffer, as in the uniform GEMV)."""
     WB: tl.constexpr = KB // PER
     n_blocks = k_pad // KB
+    gi = tl.arange(0, GPI)
+    j = tl.arange(0, WB)
     acc = zeros_acc(BLOCK_M, BLOCK_N, GPI, WB)
     if PREFETCH:
-        a0, a1 = segment_words(Q0, Q1, rows, row_words, row_words1, wo, 0, n_blocks, W1, WB, GPI)
-        for b0 in range(0, n_blocks, 2 * GPI):
-            c0, c1 = segment_words(Q0, Q1, rows, row_words, row_words1, wo, b0 + GPI, n_blocks, W1, WB, GPI)
-            acc = segment_step(acc, X, stride_xm, offs_m, m_mask, rows, N, T, PERM, TS, a0, a1, b0, n_blocks, ko,
-                               k_valid, KB, TGS, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI)
-            a0, a1 = segment_words(Q0, Q1, rows, row_words, row_words1, wo, b0 + 2 * GPI, n_blocks, W1, WB, GPI)
-            if b0 + GPI < n_blocks:
-                acc = segment_step(acc, X, stride_xm, offs_m, m_mask, rows, N, T, PERM, TS, c0, c1, b0 + GPI,
-                                   n_blocks, ko, k_valid, KB, TGS, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI)
-    else:
-        for b0 in range(0, n_blocks, GPI):
+        w0n, w1n = segment_words(Q0, Q1, rows, row_words, row_words1, wo, 0, n_blocks, W1, WB, GPI)
+    for b0 in range(0, n_blocks, GPI):
+        blk = b0 + gi
+        ok = blk < n_blocks
+        if PREFETCH:
+            w0, w1 = w0n, w1n
+            w0n, w1n = segment_words(Q0, Q1, rows, row_words, row_words1, wo, b0 + GPI, n_blocks, W1, WB, GPI)
+        else:
             w0, w1 = segment_words(Q0, Q1, rows, row_words, row_words1, wo, b0, n_blocks, W1, WB, GPI)
-            acc = segment_step(acc, X, stride_xm, offs_m, m_mask, rows, N, T, PERM, TS, w0, w1, b0, n_blocks, ko,
-                               k_valid, KB, TGS, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI)
+        k = blk[:, None] * KB + j[None, :]
+        k_ok = ok[:, None] & (k < k_valid)
+        if TGS == 0:
+            tbase = ((ko + k) * TS)[None, :, :]
+        else:
+            tbase = (((blk * KB // TGS)[None, :, None] * N + rows[:, None, None]) * TS)
+        for i in tl.static_range(PER):
+            q = code_at(w0, w1, i, W0, W1)
+            if TGS == 0:
+                t = tbase + i * WB * TS + q
+            else:
+                t = tbase + q
+            w = tl.load(T + t, mask=ok[None, :, None], other=0.0).to(tl.float32)
+            x = load_x(X, stride_xm, offs_m, m_mask, ko + k + i * WB, k_ok, PERM, HAS_PERM)
+            acc = mac(acc, x, w, BLOCK_M, BLOCK_N, GPI * WB)
     return finish(acc, BLOCK_M)
 
 
