@@ -97,34 +97,14 @@ def load_codes(C, rows, n_groups, j0, j_end, BLOCK_J: tl.constexpr):
 
 
 @triton.jit
-def codebook_step(acc, X, CB, c, j0, j_end, stride_xm, offs_m, m_mask, NCB: tl.constexpr, B: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr):
-    """``acc += <x, sum_i CB[i, c_i]>`` for groups ``j0 .. j0 + BLOCK_J`` (those before ``j_end``) of the
-    codes ``c`` ``(BLOCK_N, BLOCK_J)`` (:func:`load_codes`): the codebook entries gathered and summed in
-    fp16, then an fp32 product with the activations (GEMV) or a ``tl.dot`` (batches)."""
-    e = tl.arange(0, 8)
-    jj = j0 + tl.arange(0, BLOCK_J)
-    w = tl.load(CB + (c & ((1 << B) - 1))[:, :, None] * 8 + e[None, None, :])
-    for i in tl.static_range(1, NCB):
-        code = (c >> (i * B)) & ((1 << B) - 1)
-        w += tl.load(CB + (i << B) * 8 + code[:, :, None] * 8 + e[None, None, :])
-    x = load_x(X, stride_xm, offs_m, m_mask, jj[:, None] * 8 + e[None, :], (jj < j_end)[:, None], X, False)
-    if BLOCK_M == 1:
-        acc += tl.sum(w.to(tl.float32) * x.to(tl.float32), axis=2, keep_dims=True)
-    else:
-        acc = mac(acc, x, w, BLOCK_M, BLOCK_N, BLOCK_J * 8)
-    return acc
-
-
-@triton.jit
 def additive_kernel(X, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, n_groups,
                     NCB: tl.constexpr, B: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr,
                     BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, SPLIT: tl.constexpr, SPLIT_GROUPS,
                     OUT_CHUNK: tl.constexpr, PREFETCH: tl.constexpr):
     """``Y[m, n] = S[n] sum_j <X[m, 8j:8j+8], sum_i CB[i, code_i(n, j)]>`` for ``BLOCK_N`` rows over groups
     ``pid_k SPLIT_GROUPS ..`` (all ``n_groups = K / 8`` without split), ``BLOCK_J`` groups per iteration.
-    ``PREFETCH`` (:func:`lowbit.kernels.triton.common.loads_ahead`, GEMV only): each iteration's codes are
-    loaded one step ahead, so the codebook gathers do not wait for a load from memory."""
+    ``PREFETCH`` (:func:`lowbit.kernels.triton.common.loads_ahead`, GEMV only): the next iteration's codes
+    are loaded before this one's codebook gathers, so the gathers do not wait for a load from memory."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -137,22 +117,28 @@ def additive_kernel(X, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, n
     if HAS_OUT:  # the outlier walk's first loads, before the main loop
         o_start, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
                                                        pid_k == 0, BLOCK_N, OUT_CHUNK)
+    e = tl.arange(0, 8)
     acc = zeros_acc(BLOCK_M, BLOCK_N, BLOCK_J, 1)
-    if PREFETCH:  # two code buffers used in turn (the loop unrolled by two): no loaded register is copied
-        ca = load_codes(C, rows, n_groups, j_start, j_end, BLOCK_J)
-        for j0 in range(j_start, j_end, 2 * BLOCK_J):
-            cb = load_codes(C, rows, n_groups, j0 + BLOCK_J, j_end, BLOCK_J)
-            acc = codebook_step(acc, X, CB, ca, j0, j_end, stride_xm, offs_m, m_mask, NCB, B, BLOCK_M, BLOCK_N,
-                                BLOCK_J)
-            ca = load_codes(C, rows, n_groups, j0 + 2 * BLOCK_J, j_end, BLOCK_J)
-            if j0 + BLOCK_J < j_end:
-                acc = codebook_step(acc, X, CB, cb, j0 + BLOCK_J, j_end, stride_xm, offs_m, m_mask, NCB, B, BLOCK_M,
-                                    BLOCK_N, BLOCK_J)
-    else:
-        for j0 in range(j_start, j_end, BLOCK_J):
+    if PREFETCH:
+        cn = load_codes(C, rows, n_groups, j_start, j_end, BLOCK_J)
+    for j0 in range(j_start, j_end, BLOCK_J):
+        jj = j0 + tl.arange(0, BLOCK_J)
+        ok = jj < j_end
+        if PREFETCH:
+            c = cn
+            cn = load_codes(C, rows, n_groups, j0 + BLOCK_J, j_end, BLOCK_J)
+        else:
             c = load_codes(C, rows, n_groups, j0, j_end, BLOCK_J)
-            acc = codebook_step(acc, X, CB, c, j0, j_end, stride_xm, offs_m, m_mask, NCB, B, BLOCK_M, BLOCK_N,
-                                BLOCK_J)
+        w = tl.load(CB + (c & ((1 << B) - 1))[:, :, None] * 8 + e[None, None, :])
+        for i in tl.static_range(1, NCB):
+            code = (c >> (i * B)) & ((1 << B) - 1)
+            w += tl.load(CB + (i << B) * 8 + code[:, :, None] * 8 + e[None, None, :])
+        k = jj[:, None] * 8 + e[None, :]
+        x = load_x(X, stride_xm, offs_m, m_mask, k, ok[:, None], X, False)
+        if BLOCK_M == 1:
+            acc += tl.sum(w.to(tl.float32) * x.to(tl.float32), axis=2, keep_dims=True)
+        else:
+            acc = mac(acc, x, w, BLOCK_M, BLOCK_N, BLOCK_J * 8)
     acc = finish(acc, BLOCK_M) * tl.load(S + rows).to(tl.float32)[None, :]
     if HAS_OUT:
         acc = outliers_end(acc, o_start, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
