@@ -346,11 +346,13 @@ def out_chunk(block_n: int) -> int:
 
 
 def loads_ahead(c: Config, bm: int) -> bool:
-    """Whether a GEMV (``bm == 1``) loads the next iteration's codes before this iteration's arithmetic,
-    a register double buffer: configurations of 2 or more stages do, 1 stage loads each iteration's
-    codes when it starts. Triton's pipeliner leaves loads that feed no ``tl.dot`` alone, so this is the
-    kernels' own prefetch; the tuner chooses per shape (on the H100 it helped 4-bit uniform codes and
-    single-width tables, not 2-bit codes or mixed widths, docs/results.md)."""
+    """Whether a GEMV (``bm == 1``) loads the next iteration's codes before this iteration's arithmetic:
+    configurations of 2 or more stages do, 1 stage loads each iteration's codes when it starts. Triton's
+    pipeliner leaves loads that feed no ``tl.dot`` alone, so this is the kernels' own prefetch; the tuner
+    chooses per shape (docs/results.md). The uniform GEMV unrolls its loop by two over two buffers used
+    in turn, so that no loaded register is copied at the loop's end (a copy waits for its load); the
+    table and codebook GEMVs copy the next buffer into the current one, as they measured no faster with
+    two buffers on the H100."""
     return bm == 1 and c.num_stages > 1
 
 
