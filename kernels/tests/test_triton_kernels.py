@@ -80,12 +80,26 @@ def test_uniform_property(bits: int, gs: int, d_out: int, n_groups: int, m: int,
 
 
 
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 70), st.integers(0, 300), st.integers(0, 2**20))
+def test_tile_max(n_rows: int, nnz: int, seed: int) -> None:
+    """``Outliers.tile_max`` (which sizes the walk's chunks) is the most entries of any tile of 1, 2, 4 ..
+    128 consecutive rows, counted by brute force."""
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randint(0, n_rows, (nnz,), generator=g)
+    o = common.outliers_csr(rows, torch.randint(0, 300, (nnz,), generator=g), torch.randn(nnz, generator=g), n_rows)
+    for bn, most in o.tile_max.items():
+        counts = torch.bincount(rows // bn, minlength=(n_rows + bn - 1) // bn)
+        assert most == int(counts.max())
+        assert common.out_chunk(bn, o) >= min(most, common.out_chunk(bn, None))
+
+
 def test_outlier_walk_several_chunks() -> None:
     """More outliers per row tile than one chunk (``common.out_chunk``) holds: the walk continues after
     the chunk loaded before the main loop (GEMV, batches, split K)."""
     qw = random_uniform(32, 256, 4, 64, seed=5, device=DEVICE, n_outliers=1500)
     state = uniform.prepare(qw)
-    assert int(state.outliers.indptr[16]) > common.out_chunk(16)
+    assert int(state.outliers.indptr[16]) > common.out_chunk(16, state.outliers)
     for m, config in [(1, Config(16, 32)), (1, Config(16, 32, 2, 1)), (3, Config(16, 32)),
                       (1, Config(16, 16, 2, 2, 2))]:
         x = xs(m, 256, m)

@@ -158,7 +158,7 @@ def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
         x, y, st.codes, st.codebooks, st.scales, *outlier_args(st.outliers, y), m, n, k, x.stride(0), n_groups,
         NCB=st.n_codebooks, B=st.bits, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
         BLOCK_J=block_j, SPLIT=c.split_k, SPLIT_GROUPS=split_blocks(n_groups, block_j, c.split_k),
-        OUT_CHUNK=out_chunk(c.block_n), PREFETCH=loads_ahead(c, bm), num_warps=c.num_warps,
+        OUT_CHUNK=out_chunk(c.block_n, st.outliers), PREFETCH=loads_ahead(c, bm), num_warps=c.num_warps,
         num_stages=gather_stages(c, bm))
     return y
 

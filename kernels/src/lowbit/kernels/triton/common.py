@@ -120,6 +120,17 @@ class Outliers:
     rows: Tensor  # (nnz,) int16, unsigned rows < 65536
     cols: Tensor  # (nnz,) int16, unsigned columns < 65536
     delta: Tensor  # (nnz,) fp16: outlier value minus the quantized grid value it replaces
+    tile_max: dict[int, int]  # rows per tile (1, 2, 4 .. 128) -> the most entries of one tile of as many rows
+
+
+def tile_max(indptr: Tensor, n_rows: int) -> dict[int, int]:
+    """For tiles of ``bn = 1, 2, 4 .. 128`` consecutive rows (as the kernels' programs own them), the most
+    entries of one tile: ``max_t indptr[min((t + 1) bn, n_rows)] - indptr[t bn]`` (once, at prepare)."""
+    out = {}
+    for bn in (1 << i for i in range(8)):
+        start = torch.arange(0, n_rows, bn, device=indptr.device)
+        out[bn] = int((indptr[torch.clamp(start + bn, max=n_rows)] - indptr[start]).max()) if n_rows else 0
+    return out
 
 
 def outliers_csr(rows: Tensor, cols: Tensor, delta: Tensor, n_rows: int) -> Outliers:
@@ -129,7 +140,8 @@ def outliers_csr(rows: Tensor, cols: Tensor, delta: Tensor, n_rows: int) -> Outl
     indptr = torch.zeros(n_rows + 1, dtype=torch.int64, device=rows.device)
     indptr[1:] = torch.bincount(rows, minlength=n_rows).cumsum(0)
     return Outliers(indptr.to(torch.int32), signed_bits(rows[order], 16, torch.int16),
-                    signed_bits(cols[order], 16, torch.int16), delta[order].to(torch.float16))
+                    signed_bits(cols[order], 16, torch.int16), delta[order].to(torch.float16),
+                    tile_max(indptr, n_rows))
 
 
 def grid_outliers(qw: QuantizedWeight, device: torch.device) -> Outliers | None:
@@ -336,13 +348,19 @@ def candidates(m: int, split: bool = True, tensor_core: bool = False) -> list[Co
     return [c for c in configs if split or c.split_k == 1]
 
 
-def out_chunk(block_n: int) -> int:
-    """Outlier entries per chunk of the walk (:func:`outliers_begin`): ``8192 / BLOCK_N`` (64..1024). At
-    0.5% outliers a 16-row tile of a 4096 x 4096 layer has 328 entries on average against a chunk of 512,
-    so the chunk loaded before the main loop holds them all; tiles with more entries (longer rows, more
-    rows: 11008 inputs or batch tiles of 32-128 rows) walk further chunks after the loop, each waiting
-    for its loads. Batch tiles keep the first chunk's activations in registers through the loop."""
-    return min(1024, max(64, 8192 // block_n))
+def out_chunk(block_n: int, o: Outliers | None) -> int:
+    """Outlier entries per chunk of the walk (:func:`outliers_begin`): enough for the fullest tile of
+    ``block_n`` rows (a power of two, at least 16), at most ``8192 / BLOCK_N`` (64..1024; batch tiles keep
+    the first chunk's activations in registers through the loop). The masked sum of a chunk costs
+    ``BLOCK_N x CHUNK`` operations whatever the entries, so the chunk is no larger than the entries need:
+    at 0.5% outliers an 8-row tile of a 4096 x 4096 layer holds about 164 entries, a chunk of 256 against
+    1024 without this bound. Tiles with more entries than the bound (longer rows, more rows) walk further
+    chunks after the loop, each waiting for its loads."""
+    cap = min(1024, max(64, 8192 // block_n))
+    if o is None:
+        return cap
+    most = o.tile_max.get(block_n, cap)
+    return min(cap, max(16, triton.next_power_of_2(max(most, 1))))
 
 
 def loads_ahead(c: Config, bm: int) -> bool:

@@ -284,7 +284,7 @@ def _launch(st: TableState, x: Tensor, c: Config) -> Tensor:
         *outlier_args(st.outliers, y), m, n, x.stride(0), st.words.shape[1], high.shape[1], st.table_stride,
         *ints, **{f"B{i}": s.bits for i, s in enumerate(segs)}, **gpis, KB=st.block, TGS=st.group_size,
         HAS_PERM=st.cols is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
-        OUT_CHUNK=out_chunk(c.block_n), PREFETCH=prefetch(st, c, bm), num_warps=c.num_warps,
+        OUT_CHUNK=out_chunk(c.block_n, st.outliers), PREFETCH=prefetch(st, c, bm), num_warps=c.num_warps,
         num_stages=gather_stages(c, bm))
     return y
 

@@ -339,8 +339,9 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
         *outlier_args(st.outliers, y), m, n, k, x.stride(0), k // per, 0x4B000000,
         GS=st.group_size, KB=st.block, PER=per, W0=planes[0], W1=planes[1] if len(planes) > 1 else 0,
         HAS_PERM=st.perm is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
-        GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k), OUT_CHUNK=out_chunk(c.block_n),
-        ASM=x.is_cuda, PREFETCH=loads_ahead(c, bm), num_warps=c.num_warps, num_stages=c.num_stages)
+        GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k),
+        OUT_CHUNK=out_chunk(c.block_n, st.outliers), ASM=x.is_cuda, PREFETCH=loads_ahead(c, bm),
+        num_warps=c.num_warps, num_stages=c.num_stages)
     return y
 
 
