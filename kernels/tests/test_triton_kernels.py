@@ -96,12 +96,13 @@ def test_tile_max(n_rows: int, nnz: int, seed: int) -> None:
 
 def test_outlier_walk_several_chunks() -> None:
     """More outliers per row tile than one chunk (``common.out_chunk``) holds: the walk continues after
-    the chunk loaded before the main loop (GEMV, batches, split K)."""
+    the chunk loaded before the main loop (GEMV, batches, split K, whose programs take the chunks in
+    turn)."""
     qw = random_uniform(32, 256, 4, 64, seed=5, device=DEVICE, n_outliers=1500)
     state = uniform.prepare(qw)
     assert int(state.outliers.indptr[16]) > common.out_chunk(16, state.outliers)
     for m, config in [(1, Config(16, 32)), (1, Config(16, 32, 2, 1)), (3, Config(16, 32)),
-                      (1, Config(16, 16, 2, 2, 2))]:
+                      (1, Config(16, 16, 2, 2, 2)), (3, Config(16, 16, 4, 2, 3))]:
         x = xs(m, 256, m)
         check(qw, uniform.run(state, x, config), x)
 

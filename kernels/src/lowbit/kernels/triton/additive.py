@@ -116,7 +116,7 @@ def additive_kernel(X, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, n
     j_end = tl.minimum(j_start + SPLIT_GROUPS, n_groups)
     if HAS_OUT:  # the outlier walk's first loads, before the main loop
         o_start, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
-                                                       pid_k == 0, BLOCK_N, OUT_CHUNK)
+                                                       pid_k, BLOCK_N, OUT_CHUNK, SPLIT)
     e = tl.arange(0, 8)
     acc = zeros_acc(BLOCK_M, BLOCK_N, BLOCK_J, 1)
     if PREFETCH:
@@ -142,7 +142,7 @@ def additive_kernel(X, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, n
     acc = finish(acc, BLOCK_M) * tl.load(S + rows).to(tl.float32)[None, :]
     if HAS_OUT:
         acc = outliers_end(acc, o_start, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
-                           BLOCK_M, OUT_CHUNK)
+                           BLOCK_M, OUT_CHUNK, SPLIT)
     store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT)
 
 

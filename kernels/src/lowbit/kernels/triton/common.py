@@ -34,7 +34,8 @@ W_grid[r, c]`` in fp16). A program walks the entries of its ``BLOCK_N`` rows in 
 sum (GEMV) or a ``tl.dot`` against the delta-weighted one-hot ``(chunk, BLOCK_N)`` matrix (batches).
 The first chunk's loads are issued before the main loop (:func:`outliers_begin`), so their chain of
 latencies (row pointers, entries, activations) overlaps it; :func:`outliers_end` adds it after the
-loop, then any further chunk (each waiting for its loads).
+loop, then any further chunk (each waiting for its loads). With split K the programs of a row tile
+take its chunks in turn.
 
 **Tuning.** Configurations are cached per GPU model: ``benchmarks/gpu_kernels.py --sweep --write-tuned``
 times every candidate (:func:`candidates`) of each format, shape and batch bucket the way the benchmark
@@ -231,18 +232,18 @@ def outlier_chunk(X, stride_xm, offs_m, m_mask, OROW, OCOL, OVAL, c0, end, CHUNK
 
 
 @triton.jit
-def outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL, active, BLOCK_N: tl.constexpr,
-                   CHUNK: tl.constexpr):
+def outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL, part, BLOCK_N: tl.constexpr,
+                   CHUNK: tl.constexpr, PARTS: tl.constexpr):
     """The start of a program's outlier walk, called before its main loop so that the walk's dependent
-    loads (row pointers, then entries, then activations) overlap the loop: the bounds ``start, end`` of the
-    program's entries (an empty range unless ``active``: with split K only the first program of a row
-    tile adds them) and the first chunk (:func:`outlier_chunk`)."""
+    loads (row pointers, then entries, then activations) overlap the loop. The ``PARTS`` programs of a
+    row tile (split K, each adding its partial into ``y``) share its chunks: program ``part`` takes chunks
+    ``part, part + PARTS, ..`` (:func:`outliers_end`). Returns where this program's first chunk starts,
+    the end of the tile's entries, and that chunk (:func:`outlier_chunk`)."""
     n0 = tl.min(offs_n, axis=0)
-    start = tl.load(PTR + n0)
+    first = tl.load(PTR + n0) + part * CHUNK
     end = tl.load(PTR + tl.minimum(n0 + BLOCK_N, N))
-    end = tl.where(active, end, start)
-    r, d, xv = outlier_chunk(X, stride_xm, offs_m, m_mask, OROW, OCOL, OVAL, start, end, CHUNK)
-    return start, end, r, d, xv
+    r, d, xv = outlier_chunk(X, stride_xm, offs_m, m_mask, OROW, OCOL, OVAL, first, end, CHUNK)
+    return first, end, r, d, xv
 
 
 @triton.jit
@@ -259,12 +260,13 @@ def outlier_add(acc, r, d, xv, offs_n, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
-def outliers_end(acc, start, end, r, d, xv, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
-                 BLOCK_M: tl.constexpr, CHUNK: tl.constexpr):
-    """``acc[m, n] += sum_{i in row n} delta_i x[m, col_i]`` for this program's rows (CSR, see above): the
-    chunk :func:`outliers_begin` loaded, then any further chunks (each waits for its loads)."""
+def outliers_end(acc, first, end, r, d, xv, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
+                 BLOCK_M: tl.constexpr, CHUNK: tl.constexpr, PARTS: tl.constexpr):
+    """``acc[m, n] += sum_{i in row n} delta_i x[m, col_i]`` over this program's chunks of its rows' entries
+    (CSR, see above): the chunk :func:`outliers_begin` loaded at ``first``, then every ``PARTS``-th further
+    chunk (each waits for its loads)."""
     acc = outlier_add(acc, r, d, xv, offs_n, BLOCK_M)
-    for c0 in range(start + CHUNK, end, CHUNK):
+    for c0 in range(first + PARTS * CHUNK, end, PARTS * CHUNK):
         r2, d2, xv2 = outlier_chunk(X, stride_xm, offs_m, m_mask, OROW, OCOL, OVAL, c0, end, CHUNK)
         acc = outlier_add(acc, r2, d2, xv2, offs_n, BLOCK_M)
     return acc

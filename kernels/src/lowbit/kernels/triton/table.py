@@ -244,7 +244,7 @@ def table_kernel(X, Y, Q0, Q1, T, PERM, PTR, OROW, OCOL, OVAL, M, N, stride_xm, 
     m_mask = offs_m < M
     if HAS_OUT:  # the outlier walk's first loads, before the main loop
         o_start, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
-                                                       True, BLOCK_N, OUT_CHUNK)
+                                                       0, BLOCK_N, OUT_CHUNK, 1)
     acc = segment(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
                   WO0, KO0, KP0, KV0, KB, TGS, B0, HAS_PERM, BLOCK_M, BLOCK_N, G0, PREFETCH)
     if B1 > 0:
@@ -258,7 +258,7 @@ def table_kernel(X, Y, Q0, Q1, T, PERM, PTR, OROW, OCOL, OVAL, M, N, stride_xm, 
                        WO3, KO3, KP3, KV3, KB, TGS, B3, HAS_PERM, BLOCK_M, BLOCK_N, G3, PREFETCH)
     if HAS_OUT:
         acc = outliers_end(acc, o_start, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
-                           BLOCK_M, OUT_CHUNK)
+                           BLOCK_M, OUT_CHUNK, 1)
     store_y(Y, acc, offs_m, m_mask, offs_n, N, 1)
 
 

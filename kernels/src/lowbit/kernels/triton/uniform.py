@@ -312,7 +312,7 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
     b_end = tl.minimum(b_start + SPLIT_BLOCKS, K // KB)
     if HAS_OUT:  # the outlier walk's first loads, before the main loop
         o_start, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
-                                                       pid_k == 0, BLOCK_N, OUT_CHUNK)
+                                                       pid_k, BLOCK_N, OUT_CHUNK, SPLIT)
     if BLOCK_M == 1:
         acc = gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, row_words, K // GS, b_start, b_end, MAGIC, GS, KB, PER, W0,
                         W1, HAS_PERM, BLOCK_N, GPI, PREFETCH)
@@ -321,7 +321,7 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
                        GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM)
     if HAS_OUT:
         acc = outliers_end(acc, o_start, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
-                           BLOCK_M, OUT_CHUNK)
+                           BLOCK_M, OUT_CHUNK, SPLIT)
     store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT)
 
 
