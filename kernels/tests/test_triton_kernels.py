@@ -102,7 +102,7 @@ def test_outlier_walk_several_chunks() -> None:
     state = uniform.prepare(qw)
     assert int(state.outliers.indptr[16]) > common.out_chunk(16, state.outliers)
     for m, config in [(1, Config(16, 32)), (1, Config(16, 32, 2, 1)), (3, Config(16, 32)),
-                      (1, Config(16, 16, 2, 2, 2)), (3, Config(16, 16, 4, 2, 3))]:
+                      (1, Config(16, 16, 2, 2, 2)), (3, Config(16, 16, 4, 2, 3)), (1, Config(64, 16, 2, 2, 2))]:
         x = xs(m, 256, m)
         check(qw, uniform.run(state, x, config), x)
 

@@ -16,7 +16,8 @@ both planes load with the same tile shape).
 
 **Tiles.** One program per ``BLOCK_N`` output rows (and ``BLOCK_M`` activation rows) loops over all of
 K, ``GPI`` blocks (``BLOCK_K = GPI KB`` inputs) per iteration; blocks past K are masked (K need not
-be a multiple of ``BLOCK_K``). With ``split_k = 1`` one launch writes ``y`` in the activations' dtype
+be a multiple of ``BLOCK_K``; the uniform GEMV masks only their codes, scales and offsets and reads the
+last block's activations, unmasked). With ``split_k = 1`` one launch writes ``y`` in the activations' dtype
 (no zero-fill, atomics or cast); with ``split_k > 1`` (chosen by the tuner, see :class:`Config`)
 programs ``pid_k`` sum consecutive ranges of ``SPLIT_BLOCKS`` blocks and add into a zero-filled ``y``.
 A batch of one row is a GEMV: an fp32 ``(BLOCK_N, GPI, WB)``
@@ -25,7 +26,8 @@ iteration). Larger batches dequantize each shift's tile to fp16 and ``tl.dot`` i
 the uniform kernel swaps the operands and dequantizes pairs of codes in f16x2, see
 :mod:`lowbit.kernels.triton.uniform`). Integer codes become floats with the exponent trick
 ``as_float(q | 0x4B000000) - 2^23`` (two full-rate ALU ops instead of the quarter-rate ``I2F``
-conversion).
+conversion; the uniform GEMV reads each code in place with a power of two chosen per bit position,
+:func:`lowbit.kernels.triton.uniform.code_value`).
 
 **Sparse outliers in the same pass** (SpQR, arXiv 2306.03078): CSR over output rows (row pointers
 int32; per entry its row and column in 16 bits, read back as unsigned, and ``delta = value -
@@ -306,9 +308,9 @@ class Config:
 
 # GEMV: the session-12 list (2-8 KiB of codes per program and iteration, 256-1024 programs on the
 # 4096-row layers) and configurations with several rows per thread for the same inputs (each
-# activation loaded, converted and scaled once for all of them: 4.4-5.0 instructions per 4-bit code in
-# the compiled uniform loop against 6.2-7.0 with fewer rows per thread, docs/results/kernels/
-# sass_v4.json) and so few row tiles, split along K for >= 2 programs per SM; and 8- and 16-warp programs
+# activation loaded and converted once for all of them: 4.3-4.7 instructions per 4-bit code in the
+# compiled uniform loop against 5.3-6.1 with fewer rows per thread, docs/results/kernels/sass_v5.json)
+# and so few row tiles, split along K for >= 2 programs per SM; and 8- and 16-warp programs
 # of 8-16 rows (about 32 warps an SM on the 4096-row layers: the uniform GEMV's 2- and 4-bit layers ran
 # 1.0-1.1x faster with them on the H100, session 15). The H100's sweep chose from all (docs/results.md).
 # Batches: tl.dot tiles of 16-64 rows, split along K when the row tiles alone are fewer than about two
@@ -350,7 +352,7 @@ def candidates(m: int, split: bool = True, tensor_core: bool = False) -> list[Co
     return [c for c in configs if split or c.split_k == 1]
 
 
-def out_chunk(block_n: int, o: Outliers | None) -> int:
+def out_chunk(block_n: int, o: Outliers | None = None) -> int:
     """Outlier entries per chunk of the walk (:func:`outliers_begin`): enough for the fullest tile of
     ``block_n`` rows (a power of two, at least 16), at most ``8192 / BLOCK_N`` (64..1024; batch tiles keep
     the first chunk's activations in registers through the loop). The masked sum of a chunk costs

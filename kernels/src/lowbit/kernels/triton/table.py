@@ -177,7 +177,8 @@ def segment_loop(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_wor
     """``(BLOCK_M, BLOCK_N)`` partial ``sum_k X[m, perm(ko + k)] T[row(k, n), q[n, k]]`` over one segment's
     columns ``k < k_pad`` (valid below ``k_valid``); ``TGS = 0``: per-column tables, else binary
     tables per (group of ``TGS``, row). ``PREFETCH``: the next iteration's code words are loaded before
-    this one's table gathers (a register double buffer, as in the uniform GEMV)."""
+    this one's table gathers (a register double buffer: the next words copied into the current ones at
+    the loop's end, see :func:`lowbit.kernels.triton.common.loads_ahead`)."""
     WB: tl.constexpr = KB // PER
     n_blocks = k_pad // KB
     gi = tl.arange(0, GPI)
@@ -243,7 +244,7 @@ def table_kernel(X, Y, Q0, Q1, T, PERM, PTR, OROW, OCOL, OVAL, M, N, stride_xm, 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_mask = offs_m < M
     if HAS_OUT:  # the outlier walk's first loads, before the main loop
-        o_start, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
+        o_first, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
                                                        0, BLOCK_N, OUT_CHUNK, 1)
     acc = segment(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
                   WO0, KO0, KP0, KV0, KB, TGS, B0, HAS_PERM, BLOCK_M, BLOCK_N, G0, PREFETCH)
@@ -257,7 +258,7 @@ def table_kernel(X, Y, Q0, Q1, T, PERM, PTR, OROW, OCOL, OVAL, M, N, stride_xm, 
         acc += segment(X, stride_xm, offs_m, m_mask, rows, N, Q0, Q1, T, PERM, row_words, row_words1, TS,
                        WO3, KO3, KP3, KV3, KB, TGS, B3, HAS_PERM, BLOCK_M, BLOCK_N, G3, PREFETCH)
     if HAS_OUT:
-        acc = outliers_end(acc, o_start, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
+        acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
                            BLOCK_M, OUT_CHUNK, 1)
     store_y(Y, acc, offs_m, m_mask, offs_n, N, 1)
 

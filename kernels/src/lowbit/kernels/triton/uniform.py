@@ -17,8 +17,8 @@ dequantized once at prepare). Layout built once by :func:`prepare`:
 Two paths (``benchmarks/kernel_sass.py`` counts their compiled loops, ``docs/results/kernels/sass_v5.json``):
 
 - GEMV on the CUDA cores (one activation row, :func:`gemv_loop`): per code one LOP3 (the code's bits
-  masked in place into the exponent of a power of two chosen so that the code's bit position cancels,
-  :func:`code_value`), one FADD and one FFMA; per input one conversion and one FADD (``sum x``), shared
+  masked in place and or-ed into the bits of a power of two chosen so that the code's bit position
+  cancels, :func:`code_value`), one FADD and one FFMA; per input one conversion and one FADD (``sum x``), shared
   by a thread's rows; per word position of a block ``s sum q x + b sum x``; the accumulator is reduced
   over K once. 5.3 instructions per 4-bit code and 4.7-4.9 per 2-bit code at two rows per thread
   (v4, which multiplied each activation by the power of two instead: 6.2 and 5.4-5.5), 4.3-4.7 and
@@ -119,7 +119,7 @@ def code_value(w, wh, magic, i: tl.constexpr, W: tl.constexpr, S: tl.constexpr):
     """Code ``i`` of a ``W``-bit plane word tile times ``2^S`` (``S``: the bits below the plane, 0 or the low
     plane's width for the high bit of 3-bit codes) as fp32, exactly, with no shift: the code's bits,
     masked in place at bit ``E`` (``i W``, or ``i W - 16`` from ``wh = w >> 16`` for codes that reach
-    past bit 22), or-ed into the exponent of ``2^(23 + D)`` with ``D = S - E`` (one LOP3) give
+    past bit 22), or-ed into the mantissa bits of ``2^(23 + D)`` with ``D = S - E`` (one LOP3) give
     ``2^(23 + D) + q 2^S``, minus ``2^(23 + D)`` (one FADD). ``magic`` is the bits of 2^23, a kernel
     argument, so ``magic + (D << 23)`` is one register per distinct ``D`` set once before the loop and
     the LOP3 takes the mask as its immediate (as two literals the mask costs a MOV per code)."""
@@ -311,7 +311,7 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
     b_start = pid_k * SPLIT_BLOCKS
     b_end = tl.minimum(b_start + SPLIT_BLOCKS, K // KB)
     if HAS_OUT:  # the outlier walk's first loads, before the main loop
-        o_start, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
+        o_first, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
                                                        pid_k, BLOCK_N, OUT_CHUNK, SPLIT)
     if BLOCK_M == 1:
         acc = gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, row_words, K // GS, b_start, b_end, MAGIC, GS, KB, PER, W0,
@@ -320,7 +320,7 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
         acc = dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, K // GS, b_start, b_end,
                        GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM)
     if HAS_OUT:
-        acc = outliers_end(acc, o_start, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
+        acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
                            BLOCK_M, OUT_CHUNK, SPLIT)
     store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT)
 
