@@ -312,13 +312,15 @@ class Config:
 # compiled uniform loop against 5.3-6.1 with fewer rows per thread, docs/results/kernels/sass_v5.json)
 # and so few row tiles, split along K for >= 2 programs per SM; and 8- and 16-warp programs
 # of 8-16 rows (about 32 warps an SM on the 4096-row layers: the uniform GEMV's 2- and 4-bit layers ran
-# 1.0-1.1x faster with them on the H100, session 15). The H100's sweep chose from all (docs/results.md).
+# 1.0-1.1x faster with them on the H100, session 15; the 2-stage one, which prefetches, for 4-bit). The
+# H100's sweep chose from all (docs/results.md).
 # Batches: tl.dot tiles of 16-64 rows, split along K when the row tiles alone are fewer than about two
 # per SM.
 GEMV_CONFIGS = [Config(16, 128, 8, 2), Config(16, 64, 4, 3), Config(8, 128, 4, 2), Config(4, 128, 2, 3),
                 Config(32, 32, 4, 4), Config(32, 64, 4, 3, 2), Config(32, 64, 4, 3, 4), Config(64, 32, 2, 3, 8),
                 Config(16, 32, 2, 3, 2), Config(16, 256, 8, 2), Config(8, 256, 4, 2), Config(16, 128, 8, 2, 2),
-                Config(16, 128, 8, 1), Config(4, 256, 2, 2), Config(8, 128, 8, 1), Config(16, 128, 16, 1)]
+                Config(16, 128, 8, 1), Config(4, 256, 2, 2), Config(8, 128, 8, 1), Config(16, 128, 16, 1),
+                Config(8, 128, 8, 2)]
 DOT_CONFIGS = [Config(32, 32, 4, 2), Config(64, 32, 4, 3), Config(32, 64, 8, 2), Config(16, 32, 4, 3),
                Config(32, 32, 4, 3, 4), Config(16, 32, 4, 3, 2), Config(64, 32, 4, 3, 8), Config(32, 64, 4, 3, 8)]
 # Tensor-core tiles with the weights as the register operand (uniform batches): 64 or 128 rows (one
