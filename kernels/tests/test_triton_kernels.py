@@ -128,7 +128,7 @@ def test_table_paths(widths: int | tuple[int, ...]) -> None:
         check(qw, table.run(state, x, config), x)
 
 
-@pytest.mark.parametrize("bits", [2, 3])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
 @pytest.mark.parametrize("act_order", [False, True])
 def test_binary_paths(bits: int, act_order: bool) -> None:
     qw = random_binary(40, 256, bits, 64, seed=bits, device=DEVICE, act_order=act_order)

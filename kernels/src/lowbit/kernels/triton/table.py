@@ -1,22 +1,27 @@
 """Lookup-table weights: per-column tables (CLAQ, CMPQ; mixed per-column widths) and binary codes (GPTQT).
 
-One kernel reads ``W_hat[n, k] = T[row(k, n), q[n, k]]``, a gather from a small fp16 table:
+One kernel reads ``W_hat[n, k] = T[row(k, n), q[n, k]]`` from small fp16 tables of ``2^b`` entries:
 
-- ``table`` format (CLAQ, arXiv 2405.17233; CMPQ): one table per input column, ``row = k``, tables
-  ``(k_pad, 16)`` fp16 (32 B per column, L1-resident); ``W_hat[n, k] = tables[k, q[n, k]]``;
+- ``table`` format (CLAQ, arXiv 2405.17233; CMPQ): one table per input column, ``row = k``, the
+  ``2^b`` entries a ``b``-bit column can select (``2^(b+1)`` bytes a column); ``W_hat[n, k] = tables[k,
+  q[n, k]]``;
 - ``binary`` format (BCQ; GPTQT, arXiv 2407.02891): ``W_hat[n, k] = offset[n, g] + sum_i alpha[n, g, i]
-  (2 b_i - 1)`` takes ``2^b`` values per (row, group), so it is a table per (group, row): ``row =
-  (k // g) d_out + n``, tables ``(d_in / g, d_out, 2^b)`` fp16 built once by
-  :func:`lowbit.core.formats.binary_code_values` (no arithmetic per weight).
+  (2 b_i - 1)`` takes ``2^b`` values per (row, group), a table per (group, row): ``row = (k // g) d_out
+  + n``, tables ``(d_in / g, d_out, 2^b)`` fp16 built once by :func:`lowbit.core.formats.binary_code_values`.
+  The values are affine in the code's bits, so the kernel reads each (group, row)'s ``T[0]`` and its
+  ``b`` steps ``T[2^i] - T[0]`` once per word row and computes ``W_hat = T[0] + sum_i bit_i (T[2^i] -
+  T[0])`` per weight (:func:`affine_bits`, no gather: with lanes along the rows, a gather would read a
+  different row's table in every lane).
 
 **Codes: word rows along K, output rows contiguous.** The words of :func:`lowbit.kernels.triton.common.pack_codes`
-(blocks of ``KB`` inputs, ``PER`` codes a word) are stored transposed, ``(K / PER, d_out)``, so that the
-lanes of a warp run along the output rows: for one shift of a word tile they read the same input
-column's table, one 32-byte row (one L1 sector for a per-column table). Along K, as the uniform kernel
-has its lanes, the 32 lanes of a gather read 32 columns' tables, 32 sectors: the 4-bit table GEMV
-took 24 us on a 4096 x 4096 layer (H100) that way, 3.3x the uniform 4-bit kernel reading the same
-code bytes. Per code the GEMV spends a shift and mask, an address add, one 2-byte gather and an
-FFMA; a word row's activations are one broadcast load per shift.
+(blocks of ``KB`` inputs, ``PER`` codes a word) are stored transposed, ``(K / PER, d_out)``, so the lanes
+of a warp run along the output rows (as far as a program's rows reach) and, for one shift of a word
+tile, read one input column's table. Per code the GEMV spends a shift and mask, an address add, one
+2-byte gather and an FFMA; a word row's activations are one broadcast load per shift. On the H100 this
+layout with per-width table strides made the 4-bit table GEMV 1.2-1.3x and mixed widths 2.4x faster
+than the K-contiguous layout of the uniform kernel, with 2-bit tables 0.94-0.99x (docs/results.md, v6).
+The per-column gathers still bound these kernels there, whichever way the lanes run: the L1 data pipe
+ran at 69-83% of peak, DRAM at 3-10%.
 
 **Mixed widths in one launch**: at prepare the columns of each width b are gathered into one segment
 (the storage layout of :mod:`lowbit.core.storage` groups them the same way), padded to a multiple of
@@ -43,6 +48,7 @@ from .common import (
     PER,
     Config,
     Outliers,
+    as_float,
     block_m,
     block_size,
     blocks_per_iter,
@@ -184,13 +190,47 @@ def load_xt(X, stride_xm, offs_m, m_mask, k, ok, PERM, HAS_PERM: tl.constexpr):
 
 
 @triton.jit
+def bit_steps(T, t, ok, B: tl.constexpr):
+    """A binary code's table ``T[t + j]`` (``2^B`` values ``offset + sum_i alpha_i (2 b_i - 1)``, affine
+    in the bits of ``j``) as ``c0 = T[t]`` and the step of each bit, ``c_{i+1} = T[t + 2^i] - c0`` (fp32;
+    twice that bit's alpha), unused ones zero; ``B`` <= 4 bits."""
+    c0 = tl.load(T + t, mask=ok, other=0.0).to(tl.float32)
+    c1 = tl.load(T + t + 1, mask=ok, other=0.0).to(tl.float32) - c0
+    c2 = tl.zeros_like(c1)
+    c3 = tl.zeros_like(c1)
+    c4 = tl.zeros_like(c1)
+    if B > 1:
+        c2 = tl.load(T + t + 2, mask=ok, other=0.0).to(tl.float32) - c0
+    if B > 2:
+        c3 = tl.load(T + t + 4, mask=ok, other=0.0).to(tl.float32) - c0
+    if B > 3:
+        c4 = tl.load(T + t + 8, mask=ok, other=0.0).to(tl.float32) - c0
+    return c0, c1, c2, c3, c4
+
+
+@triton.jit
+def affine_bits(q, c0, c1, c2, c3, c4, B: tl.constexpr):
+    """``T[q] = c0 + sum_i bit_i(q) c_i`` (:func:`bit_steps`): binary codes' values without a gather,
+    each bit made an fp32 0 or 1 by :func:`lowbit.kernels.triton.common.as_float`."""
+    w = c0 + as_float(q & 1) * c1
+    if B > 1:
+        w += as_float((q >> 1) & 1) * c2
+    if B > 2:
+        w += as_float((q >> 2) & 1) * c3
+    if B > 3:
+        w += as_float((q >> 3) & 1) * c4
+    return w
+
+
+@triton.jit
 def segment_loop(X, stride_xm, offs_m, m_mask, offs_n, N, Q0, Q1, T, PERM, wo, ko, to, k_pad, k_valid,
                  KB: tl.constexpr, TGS: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
                  HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, R: tl.constexpr,
                  PREFETCH: tl.constexpr):
     """``(BLOCK_M, BLOCK_N)`` partial ``sum_k X[m, perm(ko + k)] T[row(k, n), q[n, k]]`` over one segment's
     columns ``k < k_pad`` (valid below ``k_valid``), ``R`` word rows (``R PER`` inputs) per iteration;
-    ``TGS = 0``: per-column tables, else binary tables per (group of ``TGS``, row). Word row ``r`` holds
+    ``TGS = 0``: per-column tables (a gather per code), else binary tables per (group of ``TGS``, row)
+    (:func:`affine_bits`). Word row ``r`` holds
     the codes of inputs ``k = (r // WB) KB + i WB + r % WB`` (shift ``i``) for every output row, so one
     shift of an ``(R, BLOCK_N)`` word tile is a code tile whose lanes, along the output rows, read one
     column's table. A GEMV sums ``w x`` into an fp32 ``(R, BLOCK_N)`` tile, reduced over its rows after
@@ -220,15 +260,15 @@ def segment_loop(X, stride_xm, offs_m, m_mask, offs_n, N, Q0, Q1, T, PERM, wo, k
         if TGS == 0:
             tbase = (to + k0 * TS)[:, None]
         else:
-            tbase = ((blk * KB // TGS)[:, None] * N + tl.minimum(offs_n, N - 1)[None, :]) * TS
+            t_row = ((blk * KB // TGS)[:, None] * N + tl.minimum(offs_n, N - 1)[None, :]) * TS  # table of (group, row)
+            c0, c1, c2, c3, c4 = bit_steps(T, t_row, ok[:, None], W0 + W1)
         for i in tl.static_range(PER):
             q = code_at(w0, w1, i, W0, W1)
             k = k0 + i * WB
             if TGS == 0:
-                t = tbase + i * WB * TS + q
+                w = tl.load(T + tbase + i * WB * TS + q, mask=ok[:, None], other=0.0)
             else:
-                t = tbase + q
-            w = tl.load(T + t, mask=ok[:, None], other=0.0)
+                w = affine_bits(q, c0, c1, c2, c3, c4, W0 + W1)
             x = load_xt(X, stride_xm, offs_m, m_mask, ko + k, ok & (k < k_valid), PERM, HAS_PERM)
             if BLOCK_M == 1:
                 acc += w.to(tl.float32) * x.to(tl.float32)
