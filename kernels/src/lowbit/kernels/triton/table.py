@@ -332,9 +332,11 @@ def table_kernel(X, Y, Q0, Q1, T, PERM, PTR, OROW, OCOL, OVAL, M, N, stride_xm,
 
 def prefetch(st: TableState, c: Config, bm: int) -> bool:
     """Whether :func:`segment_loop` loads one iteration ahead (:func:`lowbit.kernels.triton.common.loads_ahead`)
-    over a single-width table. On the H100 prefetch made 11 of 12 single-width layers (tables of 2-4 bits,
-    binary 2-bit) 2-10% faster and one 5% slower, and mixed widths (four loops, each holding its next
-    words) 10-24% slower (docs/results.md), so mixed widths load each iteration's words when it starts."""
+    over a single-width table. On the H100 (docs/results.md), with the K-contiguous layout of v4, prefetch
+    made 11 of 12 single-width layers (tables of 2-4 bits, binary 2-bit) 2-10% faster and one 5% slower,
+    and mixed widths (a loop per width, each holding its next words) 10-24% slower; with this layout,
+    mixed widths measured 15% slower on two of three layers and 16% faster on one. So mixed widths load
+    each iteration's words when it starts."""
     return loads_ahead(c, bm) and len(st.segments) == 1
 
 
