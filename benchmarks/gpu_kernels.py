@@ -213,7 +213,7 @@ def torch_int4(d_out: int, d_in: int, gs: int, device: torch.device) -> tuple[Ca
 
 def aqlm_layer(d_out: int, d_in: int, m: int, b: int, device: torch.device) -> tuple[Callable[[Tensor], Tensor], int]:
     """The ``aqlm`` package's QuantizedLinear with random codes (its own CUDA/Triton kernels)."""
-    import aqlm  # noqa: F401  (not installed on the GPU machine: reported unavailable)
+    import aqlm  # noqa: F401  (on the GPU machine, from carried wheels: scripts/device_aqlm_peer.sh)
 
     layer = aqlm.QuantizedLinear(d_in, d_out, in_group_size=8, out_group_size=1, num_codebooks=m,
                                  nbits_per_codebook=b, bias=False).to(device=device, dtype=torch.float16)
