@@ -22,7 +22,7 @@ pytest.importorskip("triton")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from lowbit.core.formats import QuantizedWeight  # noqa: E402
+from lowbit.core.formats import QuantizedWeight, binary_code_values  # noqa: E402
 from lowbit.kernels import QuantLinear, select  # noqa: E402
 from lowbit.kernels.triton import additive, common, table, uniform  # noqa: E402
 from lowbit.kernels.triton.common import Config  # noqa: E402
@@ -126,6 +126,41 @@ def test_table_paths(widths: int | tuple[int, ...]) -> None:
     for m, config in PATHS:
         x = xs(m, d_in, m)
         check(qw, table.run(state, x, config), x)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3])
+def test_table_edges(bits: int) -> None:
+    """Single widths of 1-3 bits over 3 blocks (a tail iteration of masked word rows) with tables of 6
+    entries (fewer than ``2^3``: codes below 6, zero-padded tables)."""
+    qw = random_table(20, 384, bits, seed=bits, device=DEVICE, n_outliers=4)
+    qw = dataclasses.replace(qw, codes=qw.codes.clamp(max=5), tables=qw.tables[:, :6].contiguous())
+    state = table.prepare_table(qw)
+    for m, config in [(1, Config(8, 128)), (1, Config(16, 64, 4, 1)), (5, Config(32, 32))]:
+        x = xs(m, 384, m)
+        check(qw, table.run(state, x, config), x)
+
+
+@pytest.mark.parametrize(("d_in", "gs"), [(384, 128), (96, 32)])
+def test_binary_edges(d_in: int, gs: int) -> None:
+    """Act-order binary codes with outliers, groups of 128 over 3 blocks and of 32 inputs."""
+    qw = random_binary(24, d_in, 3, gs, seed=gs, device=DEVICE, act_order=True, outlier_frac=0.02)
+    state = table.prepare_binary(qw)
+    for m, config in [(1, Config(8, 128)), (1, Config(16, 32, 4, 1)), (5, Config(32, 32))]:
+        x = xs(m, d_in, m)
+        check(qw, table.run(state, x, config), x)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 4), st.integers(0, 2**20))
+def test_binary_steps(bits: int, seed: int) -> None:
+    """Code ``j``'s value is the first step plus the steps of its set bits (values affine in the bits)."""
+    g = torch.Generator().manual_seed(seed)
+    alphas, offsets = torch.rand(3, 5, bits, generator=g), torch.randn(3, 5, generator=g)
+    steps = table.binary_steps(alphas, offsets)
+    j = torch.arange(1 << bits)
+    bits_of_j = ((j[:, None] >> torch.arange(bits)) & 1).float()  # (2^b, b), least significant first
+    values = steps[..., :1] + steps[..., 1:] @ bits_of_j.T
+    torch.testing.assert_close(values, binary_code_values(alphas, offsets), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])

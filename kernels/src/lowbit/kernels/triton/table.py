@@ -1,36 +1,38 @@
 """Lookup-table weights: per-column tables (CLAQ, CMPQ; mixed per-column widths) and binary codes (GPTQT).
 
-One kernel reads ``W_hat[n, k] = T[row(k, n), q[n, k]]`` from small fp16 tables of ``2^b`` entries:
+One kernel reads ``W_hat[n, k] = T[row(k, n), q[n, k]]``, ``2^b`` fp16 values per table:
 
 - ``table`` format (CLAQ, arXiv 2405.17233; CMPQ): one table per input column, ``row = k``, the
-  ``2^b`` entries a ``b``-bit column can select (``2^(b+1)`` bytes a column); ``W_hat[n, k] = tables[k,
-  q[n, k]]``;
+  ``2^b`` entries a ``b``-bit column can select (``2^(b+1)`` bytes a column), read by a 2-byte gather
+  per code: ``W_hat[n, k] = tables[k, q[n, k]]``;
 - ``binary`` format (BCQ; GPTQT, arXiv 2407.02891): ``W_hat[n, k] = offset[n, g] + sum_i alpha[n, g, i]
-  (2 b_i - 1)`` takes ``2^b`` values per (row, group), a table per (group, row): ``row = (k // g) d_out
-  + n``, tables ``(d_in / g, d_out, 2^b)`` fp16 built once by :func:`lowbit.core.formats.binary_code_values`.
-  The values are affine in the code's bits, so the kernel reads each (group, row)'s ``T[0]`` and its
-  ``b`` steps ``T[2^i] - T[0]`` once per word row and computes ``W_hat = T[0] + sum_i bit_i (T[2^i] -
-  T[0])`` per weight (:func:`affine_bits`, no gather: with lanes along the rows, a gather would read a
-  different row's table in every lane).
+  (2 b_i - 1)`` takes ``2^b`` values per (row, group), affine in the code's bits. Prepare stores per
+  (group, row) the value of code 0 and the step each bit adds (:func:`binary_steps`, ``(d_in / g, d_out,
+  b + 1)`` fp16, each rounded once, where a table of the ``2^b`` values would add the rounding of up to
+  ``b + 1`` entries); the kernel loads them once per word row and computes ``c0 + sum_p
+  bit_p(q) c_{p+1}`` per weight (:func:`affine_bits`). No gather: with the lanes along the rows, a
+  table gather would read a different row's table in every lane.
 
 **Codes: word rows along K, output rows contiguous.** The words of :func:`lowbit.kernels.triton.common.pack_codes`
 (blocks of ``KB`` inputs, ``PER`` codes a word) are stored transposed, ``(K / PER, d_out)``, so the lanes
 of a warp run along the output rows (as far as a program's rows reach) and, for one shift of a word
-tile, read one input column's table. Per code the GEMV spends a shift and mask, an address add, one
-2-byte gather and an FFMA; a word row's activations are one broadcast load per shift. On the H100 this
-layout with per-width table strides made the 4-bit table GEMV 1.2-1.3x and mixed widths 2.4x faster
-than the K-contiguous layout of the uniform kernel, with 2-bit tables 0.94-0.99x (docs/results.md, v6).
-The per-column gathers still bound these kernels there, whichever way the lanes run: the L1 data pipe
-ran at 69-83% of peak, DRAM at 3-10%.
+tile, read one input column's table. Per code the table GEMV spends a shift and mask, an address add,
+one 2-byte gather and an FFMA; a word row's activations are one broadcast load per shift. On the H100
+this layout with per-width table strides made the 4-bit table GEMV 1.2-1.3x and mixed widths 2.4x
+faster than v4's table kernel (words K-contiguous per row, as the uniform kernel keeps them), with
+2-bit tables 0.94-0.99x (docs/results.md, v6). Profiles of the 4- and 2-bit table GEMVs on 4096 x
+4096, in both layouts (taken before the per-width strides), put the L1 data pipe at 69-83% of peak
+and DRAM at 3-10%: the per-column gathers, not the weight bytes, bound them.
 
 **Mixed widths in one launch**: at prepare the columns of each width b are gathered into one segment
 (the storage layout of :mod:`lowbit.core.storage` groups them the same way), padded to a multiple of
 128 columns (zero codes, zero table rows, activations masked), with their input indices. The segments'
-words are concatenated along K (one ``(sum_s k_s / PER_s, d_out)`` int32 tensor; the 1-bit
-high plane of the 3-bit segment apart), their tables and indices along the columns; the kernel takes
-the segments' widths as constants (up to 4) and runs one specialized loop per segment, each program
-summing its rows over every segment: one launch, no atomics, the byte-weighted mix of the single-width
-loops. Sparse outliers are added after the last segment.
+words are concatenated along K (one ``(sum_s k_pad_s / PER_s, d_out)`` int32 tensor; the 1-bit
+high plane of the 3-bit segment apart), their ``(k_pad_s, 2^b_s)`` tables one after another in one
+flat tensor (each segment's at its ``table_offset``), their input indices concatenated; the kernel
+takes the segments' widths as constants (up to 4) and runs one specialized loop per segment, each
+program summing its rows over every segment: one launch, no atomics, the byte-weighted mix of the
+single-width loops. Sparse outliers are added after the last segment.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from lowbit.core.formats import QuantizedWeight, binary_code_values
+from lowbit.core.formats import QuantizedWeight
 
 from .common import (
     PER,
@@ -90,7 +92,7 @@ class TableState:
 
     words: Tensor  # (sum_s k_pad_s / PER_s, d_out) int32: word rows along K, output rows contiguous
     high: Tensor | None  # (k_pad_3 / 16, d_out) int16: the high bits of the 3-bit segment
-    tables: Tensor  # flat fp16: table: each segment's (k_pad_s, 2^b_s) in turn; binary: (d_in / g, d_out, 2^b)
+    tables: Tensor  # flat fp16: table: each segment's (k_pad_s, 2^b_s) in turn; binary: steps (d_in / g, d_out, b + 1)
     cols: Tensor | None  # (sum_s k_pad_s,) int32 input column of each kernel column, or None (in order)
     segments: list[Segment]
     outliers: Outliers | None
@@ -146,15 +148,24 @@ def prepare_table(qw: QuantizedWeight, device: torch.device | str | None = None)
                       grid_outliers(qw, dev), 0, PAD, (d_out, d_in))
 
 
+def binary_steps(alphas: Tensor, offsets: Tensor) -> Tensor:
+    """``(..., b)`` coefficients and ``(...)`` offsets -> ``(..., b + 1)``: the value of code 0, ``offset -
+    sum_i alpha_i``, then the step ``2 alpha`` that each bit of the code adds, least significant bit first
+    (bit ``p`` goes with ``alpha_{b-1-p}``, :func:`lowbit.core.formats.binary_code_values`): code ``j``'s
+    value is ``steps[0] + sum_p bit_p(j) steps[1 + p]``."""
+    return torch.cat([(offsets - alphas.sum(-1))[..., None], 2 * alphas.flip(-1)], -1)
+
+
 def prepare_binary(qw: QuantizedWeight, device: torch.device | str | None = None) -> TableState:
-    """Re-layout a ``binary`` weight: its ``2^b`` values per (row, group) as tables ``(d_in / g, d_out, 2^b)``."""
+    """Re-layout a ``binary`` weight: per (group, row) the ``b + 1`` fp16 values of :func:`binary_steps`,
+    stored ``(d_in / g, d_out, b + 1)``."""
     dev = torch.device(device) if device is not None else qw.codes.device
     assert qw.alphas is not None and qw.offsets is not None
     d_out, d_in = qw.shape
     gs = qw.group_size or d_in
     b = int(qw.bits)
-    values = binary_code_values(qw.alphas.to(dev).float(), qw.offsets.to(dev).float())  # (d_out, G, 2^b)
-    tables = values.transpose(0, 1).to(torch.float16).contiguous()
+    steps = binary_steps(qw.alphas.to(dev).float(), qw.offsets.to(dev).float())  # (d_out, G, b + 1)
+    tables = steps.transpose(0, 1).to(torch.float16).contiguous()
     codes = qw.codes.to(dev)
     perm = group_perm(qw)
     if perm is not None:
@@ -190,28 +201,27 @@ def load_xt(X, stride_xm, offs_m, m_mask, k, ok, PERM, HAS_PERM: tl.constexpr):
 
 
 @triton.jit
-def bit_steps(T, t, ok, B: tl.constexpr):
-    """A binary code's table ``T[t + j]`` (``2^B`` values ``offset + sum_i alpha_i (2 b_i - 1)``, affine
-    in the bits of ``j``) as ``c0 = T[t]`` and the step of each bit, ``c_{i+1} = T[t + 2^i] - c0`` (fp32;
-    twice that bit's alpha), unused ones zero; ``B`` <= 4 bits."""
+def load_steps(T, t, ok, B: tl.constexpr):
+    """The :func:`binary_steps` of ``B``-bit codes (``B <= 4``) at ``T[t + j]``, ``j = 0 .. B``, as fp32
+    tiles ``c0 .. c4`` (unused ones zero)."""
     c0 = tl.load(T + t, mask=ok, other=0.0).to(tl.float32)
-    c1 = tl.load(T + t + 1, mask=ok, other=0.0).to(tl.float32) - c0
+    c1 = tl.load(T + t + 1, mask=ok, other=0.0).to(tl.float32)
     c2 = tl.zeros_like(c1)
     c3 = tl.zeros_like(c1)
     c4 = tl.zeros_like(c1)
     if B > 1:
-        c2 = tl.load(T + t + 2, mask=ok, other=0.0).to(tl.float32) - c0
+        c2 = tl.load(T + t + 2, mask=ok, other=0.0).to(tl.float32)
     if B > 2:
-        c3 = tl.load(T + t + 4, mask=ok, other=0.0).to(tl.float32) - c0
+        c3 = tl.load(T + t + 3, mask=ok, other=0.0).to(tl.float32)
     if B > 3:
-        c4 = tl.load(T + t + 8, mask=ok, other=0.0).to(tl.float32) - c0
+        c4 = tl.load(T + t + 4, mask=ok, other=0.0).to(tl.float32)
     return c0, c1, c2, c3, c4
 
 
 @triton.jit
 def affine_bits(q, c0, c1, c2, c3, c4, B: tl.constexpr):
-    """``T[q] = c0 + sum_i bit_i(q) c_i`` (:func:`bit_steps`): binary codes' values without a gather,
-    each bit made an fp32 0 or 1 by :func:`lowbit.kernels.triton.common.as_float`."""
+    """Code ``q``'s value ``c0 + sum_p bit_p(q) c_{p+1}`` (:func:`load_steps`): binary codes without a
+    table gather, each bit made an fp32 0 or 1 by :func:`lowbit.kernels.triton.common.as_float`."""
     w = c0 + as_float(q & 1) * c1
     if B > 1:
         w += as_float((q >> 1) & 1) * c2
@@ -229,14 +239,14 @@ def segment_loop(X, stride_xm, offs_m, m_mask, offs_n, N, Q0, Q1, T, PERM, wo, k
                  PREFETCH: tl.constexpr):
     """``(BLOCK_M, BLOCK_N)`` partial ``sum_k X[m, perm(ko + k)] T[row(k, n), q[n, k]]`` over one segment's
     columns ``k < k_pad`` (valid below ``k_valid``), ``R`` word rows (``R PER`` inputs) per iteration;
-    ``TGS = 0``: per-column tables (a gather per code), else binary tables per (group of ``TGS``, row)
-    (:func:`affine_bits`). Word row ``r`` holds
-    the codes of inputs ``k = (r // WB) KB + i WB + r % WB`` (shift ``i``) for every output row, so one
-    shift of an ``(R, BLOCK_N)`` word tile is a code tile whose lanes, along the output rows, read one
-    column's table. A GEMV sums ``w x`` into an fp32 ``(R, BLOCK_N)`` tile, reduced over its rows after
-    the loop; batches ``tl.dot`` the ``(BLOCK_M, R)`` activations with the fp16 ``(R, BLOCK_N)`` weights.
-    ``PREFETCH``: the next iteration's code words are loaded before this one's table gathers (a register
-    double buffer: the next words copied into the current ones at the loop's end, see
+    ``TGS = 0``: per-column tables at ``to`` (a gather per code), else binary codes' steps per (group of
+    ``TGS``, row) (:func:`affine_bits`). Word row ``r`` holds the codes of inputs ``k = (r // WB) KB + i
+    WB + r % WB`` (shift ``i``) for every output row, so one shift of an ``(R, BLOCK_N)`` word tile is a
+    code tile whose lanes, along the output rows, read one column's table. A GEMV sums ``w x`` into an
+    fp32 ``(R, BLOCK_N)`` tile, reduced over its rows after the loop; batches ``tl.dot`` the ``(BLOCK_M,
+    R)`` activations with the ``(R, BLOCK_N)`` weights in the activations' dtype. ``PREFETCH``: the next
+    iteration's code words are loaded before this one's arithmetic (a register double buffer: the next
+    words copied into the current ones at the loop's end, see
     :func:`lowbit.kernels.triton.common.loads_ahead`)."""
     WB: tl.constexpr = KB // PER
     TS: tl.constexpr = 1 << (W0 + W1)  # entries per table
@@ -260,8 +270,8 @@ def segment_loop(X, stride_xm, offs_m, m_mask, offs_n, N, Q0, Q1, T, PERM, wo, k
         if TGS == 0:
             tbase = (to + k0 * TS)[:, None]
         else:
-            t_row = ((blk * KB // TGS)[:, None] * N + tl.minimum(offs_n, N - 1)[None, :]) * TS  # table of (group, row)
-            c0, c1, c2, c3, c4 = bit_steps(T, t_row, ok[:, None], W0 + W1)
+            t_row = ((blk * KB // TGS)[:, None] * N + tl.minimum(offs_n, N - 1)[None, :]) * (W0 + W1 + 1)
+            c0, c1, c2, c3, c4 = load_steps(T, t_row, ok[:, None], W0 + W1)
         for i in tl.static_range(PER):
             q = code_at(w0, w1, i, W0, W1)
             k = k0 + i * WB
@@ -304,7 +314,7 @@ def table_kernel(X, Y, Q0, Q1, T, PERM, PTR, OROW, OCOL, OVAL, M, N, stride_xm,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, OUT_CHUNK: tl.constexpr, PREFETCH: tl.constexpr):
     """``Y[m, n] = sum_segments sum_k X[m, perm(k)] T[row(k, n), q[n, k]]``: up to four segments of
     widths ``B0..B3`` (0: absent; word offset ``WO``, column offset ``KO``, padded and valid columns
-    ``KP``, ``KV``; ``R``: word rows per iteration), one program per ``BLOCK_N`` rows."""
+    ``KP``, ``KV``, first table entry ``TO``; ``R``: word rows per iteration), one program per ``BLOCK_N`` rows."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -336,7 +346,8 @@ def prefetch(st: TableState, c: Config, bm: int) -> bool:
     made 11 of 12 single-width layers (tables of 2-4 bits, binary 2-bit) 2-10% faster and one 5% slower,
     and mixed widths (a loop per width, each holding its next words) 10-24% slower; with this layout,
     mixed widths measured 15% slower on two of three layers and 16% faster on one. So mixed widths load
-    each iteration's words when it starts."""
+    each iteration's words when it starts; for single widths the sweep chooses per layer between
+    configurations with and without it."""
     return loads_ahead(c, bm) and len(st.segments) == 1
 
 
