@@ -1,15 +1,15 @@
 # ruff: noqa
 # Table GEMV variants on the H100 (from the repository root, packages on PYTHONPATH):
 #   python3 docs/results/kernels/table_variants_v6.py OUT.json [d_out d_in]
-# The word-rows-along-K layout (16-entry table stride, before the per-width strides of commit 8336984's
-# final form) with three ways to get T[k, q] x[k], chosen by LOWBIT_TABLE_GATHER at launch. Variants 1 and 2
+# The word-rows-along-K layout with 16-entry table strides (measured before the per-width strides; both came in commit 8336984),
+# with three ways to get T[k, q] x[k], chosen by LOWBIT_TABLE_GATHER at launch. Variants 1 and 2
 # were local edits of segment_loop, measured and not committed; their inner step was
 #   1: src = tl.load(T + tbase + i*WB*TS + tl.arange(0, 16)[None, :])           # (R, 16) table tile
 #      acc += tl.gather(src.to(tl.float32) * x.to(tl.float32), q, axis=1)      # warp shuffles (SASS: 3-4 SHFL a code)
 #   2: acc += tl.load(P + tbase + i*WB*TS + q)   with P = x[cols][:, None] * tables in fp32, built by torch in
 #      _launch on every call (inside the timed call)
-# and 0 is the committed 2-byte gather and FFMA. This script no longer runs variants 1 and 2 (the switch is
-# gone); its JSON is table_variants_h100_v6.json. Weights rotated past L2, calls in one CUDA graph
+# and 0 is the committed 2-byte gather and FFMA. The switch is gone, so this script now times the committed
+# kernel three times; its JSON is table_variants_h100_v6.json. Weights rotated past L2, calls in one CUDA graph
 # (benchmarks/gpu_kernels.py's Timer).
 import sys, os, json, dataclasses, torch
 sys.path.insert(0, "benchmarks")
