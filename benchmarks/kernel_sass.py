@@ -11,8 +11,10 @@ so kernel versions can be compared where no GPU is at hand (the H100 times are i
 
 The kernels of ``--ref`` are read with ``git show`` into a temporary package, so their own relative
 imports work. Pointer arguments and integer arguments the kernels expect to be multiples of 16
-(``K``, ``stride_xm``, ``row_words``, ``n_groups``, ``MAGIC``) are specialized as Triton does at run time
-for the 4096-wide benchmark layers.
+(``K``, ``N``, ``stride_xm``, ``row_words``, ``row_words1``, ``n_groups``, ``MAGIC``) are specialized as Triton does
+at run time for the 4096-wide benchmark layers (``N`` and ``row_words1`` since session 16, when the table
+kernel was added; the JSON of earlier sessions compiled without them). A loop unrolled by two (the uniform
+GEMV's two-buffer prefetch) counts two iterations' codes.
 """
 
 from __future__ import annotations
@@ -28,27 +30,30 @@ import tempfile
 from collections import Counter
 from types import ModuleType
 
-POINTERS = {"X", "Y", "Q0", "Q1", "S", "OFF", "PERM", "PTR", "OROW", "OCOL", "OVAL", "C", "CB"}
-DIV16 = {"K", "stride_xm", "row_words", "n_groups", "MAGIC"}
+POINTERS = {"X", "Y", "Q0", "Q1", "S", "OFF", "PERM", "PTR", "OROW", "OCOL", "OVAL", "C", "CB", "T"}
+DIV16 = {"K", "N", "stride_xm", "row_words", "row_words1", "n_groups", "MAGIC"}
 POINTER_TYPES = {"Q0": "*i32", "Q1": "*i32", "C": "*i16", "PTR": "*i32", "OROW": "*i16", "OCOL": "*i16", "PERM": "*i32"}
 
 
-def kernel_modules(ref: str | None) -> tuple[ModuleType, ModuleType]:
-    """``(uniform, additive)`` of this checkout, or of commit ``ref`` (copied into a temporary package)."""
+KERNELS = ("common", "uniform", "additive", "table")
+
+
+def kernel_modules(ref: str | None) -> dict[str, ModuleType]:
+    """The kernel modules (:data:`KERNELS`) of this checkout, or of commit ``ref`` (copied into a temporary
+    package)."""
     if ref is None:
-        return (importlib.import_module("lowbit.kernels.triton.uniform"),
-                importlib.import_module("lowbit.kernels.triton.additive"))
+        return {name: importlib.import_module(f"lowbit.kernels.triton.{name}") for name in KERNELS}
     root = tempfile.mkdtemp(prefix="lowbit_ref_")
     pkg = os.path.join(root, "lowbit_ref_kernels")
     os.makedirs(pkg)
     open(os.path.join(pkg, "__init__.py"), "w").close()
-    for name in ("common", "uniform", "additive"):
+    for name in KERNELS:
         src = subprocess.run(["git", "show", f"{ref}:kernels/src/lowbit/kernels/triton/{name}.py"],
                              capture_output=True, text=True, check=True).stdout
         with open(os.path.join(pkg, f"{name}.py"), "w") as f:
             f.write(src)
     sys.path.insert(0, root)
-    return importlib.import_module("lowbit_ref_kernels.uniform"), importlib.import_module("lowbit_ref_kernels.additive")
+    return {name: importlib.import_module(f"lowbit_ref_kernels.{name}") for name in KERNELS}
 
 
 def compile_sass(fn, constexprs: dict, num_warps: int, num_stages: int) -> str:
@@ -96,8 +101,11 @@ def main() -> None:
     p.add_argument("--json", help="write the rows here")
     a = p.parse_args()
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    uniform, additive = kernel_modules(a.ref)
+    mods = kernel_modules(a.ref)
+    uniform, additive, table = mods["uniform"], mods["additive"], mods["table"]
     rows = []
+    # a uniform GEMV that prefetches into two buffers (v5 on) has its loop unrolled by two: two iterations' codes
+    unrolled = "2 * GPI" in getattr(uniform.gemv_loop, "src", "")
     # (block_n, words per row and iteration, warps, stages): the H100's chosen GEMV configurations, then
     # two with several rows per thread (an activation loaded and scaled once for all of them)
     for bits in (4, 2):
@@ -107,7 +115,7 @@ def main() -> None:
             gpi = words * per // 128
             const = dict(GS=128, KB=128, PER=per, W0=bits, W1=0, HAS_PERM=False, HAS_OUT=False, BLOCK_M=1,
                          BLOCK_N=bn, GPI=gpi, SPLIT=1, OUT_CHUNK=32, ASM=True, PREFETCH=ns > 1)
-            codes = bn * gpi * 128 / (32 * nw)
+            codes = bn * gpi * 128 / (32 * nw) * (2 if unrolled and ns > 1 else 1)
             rows.append(("uniform", f"{bits}-bit g128", (bn, words, nw, ns), codes,
                          longest_loop(compile_sass(uniform.uniform_kernel, const, nw, ns))))
         # the tensor-core path (a batch of one padded to 16 rows), where this checkout has one
@@ -124,6 +132,15 @@ def main() -> None:
                      PREFETCH=ns > 1)
         rows.append(("additive", "2x8", (bn, bj * 2, nw, ns), bn * bj * 8 / (32 * nw),
                      longest_loop(compile_sass(additive.additive_kernel, const, nw, ns))))
+    # per-column tables of one width (4 and 2 bits, KB = 128), at the H100's chosen GEMV configurations;
+    # v6's kernel takes the word rows per iteration (R), earlier ones the blocks (G)
+    for bits, per in ((4, 8), (2, 16)):
+        for bn, words, nw, ns in [(4, 256, 2, 2), (16, 64, 4, 3), (8, 128, 4, 2), (4, 128, 2, 3)]:
+            const = dict(B0=bits, B1=0, B2=0, B3=0, R0=words, R1=1, R2=1, R3=1, G0=words * per // 128, G1=1, G2=1,
+                         G3=1, KB=128, TGS=0, HAS_PERM=False, HAS_OUT=False, BLOCK_M=1, BLOCK_N=bn, OUT_CHUNK=32,
+                         PREFETCH=ns > 1)
+            rows.append(("table", f"{bits}-bit", (bn, words, nw, ns), bn * words * per / (32 * nw),
+                         longest_loop(compile_sass(table.table_kernel, const, nw, ns))))
     print(f"kernels: {a.ref or 'this checkout'}\n\n| kernel | format | config (block_n, words, warps, stages) | "
           "weights/thread/iteration | loop instructions | per weight | top opcodes |\n|---|---|---|---|---|---|---|")
     out = []
