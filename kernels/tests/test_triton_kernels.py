@@ -131,7 +131,8 @@ def test_table_paths(widths: int | tuple[int, ...]) -> None:
 @pytest.mark.parametrize("bits", [1, 2, 3])
 def test_table_edges(bits: int) -> None:
     """Single widths of 1-3 bits over 3 blocks (a tail iteration of masked word rows) with tables of 6
-    entries (fewer than ``2^3``: codes below 6, zero-padded tables)."""
+    entries, codes below 6: more entries than 1- and 2-bit codes select (cut to ``2^b``), fewer than
+    3-bit ones may (zero-padded)."""
     qw = random_table(20, 384, bits, seed=bits, device=DEVICE, n_outliers=4)
     qw = dataclasses.replace(qw, codes=qw.codes.clamp(max=5), tables=qw.tables[:, :6].contiguous())
     state = table.prepare_table(qw)
