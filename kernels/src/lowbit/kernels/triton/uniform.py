@@ -115,6 +115,25 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Un
 
 
 @triton.jit
+def code_value(w, wh, magic, i: tl.constexpr, W: tl.constexpr, S: tl.constexpr):
+    """Code ``i`` of a ``W``-bit plane word tile times ``2^S`` (``S``: the bits below the plane, 0 or the low
+    plane's width for the high bit of 3-bit codes) as fp32, exactly, with no shift: the code's bits,
+    masked in place at bit ``E`` (``i W``, or ``i W - 16`` from ``wh = w >> 16`` for codes that reach
+    past bit 22), or-ed into the mantissa bits of ``2^(23 + D)`` with ``D = S - E`` (one LOP3) give
+    ``2^(23 + D) + q 2^S``, minus ``2^(23 + D)`` (one FADD). ``magic`` is the bits of 2^23, a kernel
+    argument, so ``magic + (D << 23)`` is one register per distinct ``D`` set once before the loop and
+    the LOP3 takes the mask as its immediate (as two literals the mask costs a MOV per code)."""
+    POS: tl.constexpr = i * W
+    E: tl.constexpr = POS - 16 if POS + W > 23 else POS
+    D: tl.constexpr = S - E
+    if POS + W > 23:
+        v = wh & (((1 << W) - 1) << (POS - 16))
+    else:
+        v = w & (((1 << W) - 1) << POS)
+    return (v | (magic + (D << 23))).to(tl.float32, bitcast=True) - 1.0 * (1 << (23 + D))
+
+
+@triton.jit
 def pair_codes(w0, w1h, i: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr):
     """Codes ``i`` and ``i + PER / 2`` of each word as the two halves of an f16x2 ``1024 + q``: a ``W0``-bit
     plane word holds them at bits ``i W0`` and ``i W0 + 16`` (``PER W0 / 2 = 16``), so one shift and
@@ -177,160 +196,37 @@ def load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS: tl.cons
 
 
 @triton.jit
-def unpack2(v, DT: tl.constexpr, ASM: tl.constexpr):
-    """The two 16-bit halves of int32 ``v`` as ``DT`` (fp16 or bf16) tiles ``(low, high)``; bf16 in
-    Triton's interpreter (``ASM`` false) as exact fp32 tiles (see :func:`bits16`)."""
-    if DT == tl.bfloat16 and not ASM:
-        return (v << 16).to(tl.float32, bitcast=True), (v & -65536).to(tl.float32, bitcast=True)
-    lo = (v & 0xFFFF).to(tl.int16).to(DT, bitcast=True)
-    hi = ((v >> 16) & 0xFFFF).to(tl.int16).to(DT, bitcast=True)
-    return lo, hi
-
-
-@triton.jit
-def bits16(h, ASM: tl.constexpr):
-    """The 16 bits of fp16 or bf16 tile ``h`` in an int32 (``0 .. 65535``). Triton's interpreter (``ASM``
-    false) holds bf16 results in fp32, so there they are rounded to nearest even from the fp32 bits."""
-    if (h.dtype == tl.bfloat16 or h.dtype == tl.float32) and not ASM:
-        b = h.to(tl.float32).to(tl.int32, bitcast=True)
-        return ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) & 0xFFFF
-    return h.to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
-
-
-@triton.jit
-def pack2(lo, hi, ASM: tl.constexpr):
-    """16-bit float tiles ``lo, hi`` as the halves of one int32 (an f16x2 or bf16x2 register)."""
-    return bits16(lo, ASM) | (bits16(hi, ASM) << 16)
-
-
-@triton.jit
-def splat2(value: tl.constexpr, DT: tl.constexpr):
-    """The constant ``value`` rounded to ``DT`` in both halves of an int32 (folded at compile time)."""
-    h = tl.full((1,), value, DT)
-    return pack2(h, h, True)
-
-
-@triton.jit
-def pair_bits(w0, w8, w1h, i: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr, IN_PLACE: tl.constexpr,
-              MAGIC2: tl.constexpr):
-    """Codes ``i`` and ``i + PER / 2`` of each word (bits ``i W0`` and ``i W0 + 16`` of a ``W0``-bit plane
-    word) as the halves of an f16x2 (bf16x2) register ``M + q 2^E`` with ``M`` = 1024 (128), ``MAGIC2``
-    its bits: the code bits masked where they lie ``E`` bits above a shift of the word by ``i W0 - E``
-    (``w8 = w0 >> 8``: shifts of 0 and 8 cover every position of fp16 codes, one shift a word) and or-ed
-    into the exponent of ``M`` (one LOP3; exact while ``E + W0`` fits the mantissa). 3-bit codes (``E =
-    0``) or in their high bits from ``w1h`` (:func:`spread_high`). ``IN_PLACE``: ``E = i W0 mod 8``
-    (fp16 codes without a high plane: ``E + W0 <= 8`` fits its 10 mantissa bits), else ``E = 0``
-    (bf16's 7 bits, 3-bit codes)."""
-    E: tl.constexpr = (i * W0) % 8 if IN_PLACE else 0
-    SH: tl.constexpr = i * W0 - E
-    if SH == 0:
-        src = w0
-    elif SH == 8:
-        src = w8
-    else:
-        src = w0 >> SH
-    v = src & ((((1 << W0) - 1) << E) * 0x10001)
-    if W1 > 0:
-        v = v | ((w1h >> i) & (4 * 0x10001))
-    return v | MAGIC2
-
-
-@triton.jit
-def pair_dot(p2, v, x2, i: tl.constexpr, W0: tl.constexpr, IN_PLACE: tl.constexpr, C: tl.constexpr,
-             DT: tl.constexpr, ASM: tl.constexpr):
-    """``p2 + (v a + c) x2`` on the two halves of each int32 (f16x2, or bf16x2 for ``DT`` bf16): with
-    ``v = M + q 2^E`` (:func:`pair_bits`), ``a = 2^-E`` and ``c = -(M 2^-E + C)``, ``v a + c = q - C``
-    exactly (the centred code, one HFMA2), times the pair of activations into the partial sums (one
-    HFMA2, rounded to ``DT``). ``ASM``: inline PTX on the GPU, else the same operations in Triton
-    arithmetic (Triton's interpreter has no inline assembly), which rounds the product and the sum
-    separately where HFMA2 rounds once."""
-    E: tl.constexpr = (i * W0) % 8 if IN_PLACE else 0
-    M: tl.constexpr = 128.0 if DT == tl.bfloat16 else 1024.0
-    a2 = splat2(1.0 / (1 << E), DT)
-    c2 = splat2(-(M / (1 << E) + C), DT)
-    if ASM:
-        T: tl.constexpr = "bf16x2" if DT == tl.bfloat16 else "f16x2"
-        return tl.inline_asm_elementwise("{ .reg .b32 t; fma.rn." + T + " t, $1, $3, $4; fma.rn." + T +
-                                         " $0, t, $2, $5; }", "=r,r,r,r,r,r", [v, x2, a2, c2, p2],
-                                         dtype=tl.int32, is_pure=True, pack=1)
-    vl, vh = unpack2(v, DT, ASM)
-    xl, xh = unpack2(x2, DT, ASM)
-    al, _ = unpack2(a2, DT, ASM)
-    cl, _ = unpack2(c2, DT, ASM)
-    pl, ph = unpack2(p2, DT, ASM)
-    return pack2((vl * al + cl) * xl + pl, (vh * al + cl) * xh + ph, ASM)
-
-
-@triton.jit
-def add2(a2, b2, DT: tl.constexpr, ASM: tl.constexpr):
-    """``a2 + b2`` on the two halves of each int32 (one HADD2; ``DT`` as in :func:`pair_dot`)."""
-    if ASM:
-        T: tl.constexpr = "bf16x2" if DT == tl.bfloat16 else "f16x2"
-        return tl.inline_asm_elementwise("add.rn." + T + " $0, $1, $2;", "=r,r,r", [a2, b2], dtype=tl.int32,
-                                         is_pure=True, pack=1)
-    al, ah = unpack2(a2, DT, ASM)
-    bl, bh = unpack2(b2, DT, ASM)
-    return pack2(al + bl, ah + bh, ASM)
-
-
-@triton.jit
-def sum2(v2, DT: tl.constexpr, ASM: tl.constexpr):
-    """``low + high`` of each int32's two ``DT`` halves, in fp32 (two conversions and one FADD)."""
-    lo, hi = unpack2(v2, DT, ASM)
-    return lo.to(tl.float32) + hi.to(tl.float32)
-
-
-@triton.jit
-def gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr,
-               W1: tl.constexpr, HAS_PERM: tl.constexpr, GPI: tl.constexpr, ASM: tl.constexpr):
-    """``acc (BLOCK_N, GPI, WB) += s sum_i (q_i - C) x_i + (b + C s) sum_i x_i`` for blocks ``b0 .. b0 + GPI``
-    of words ``w0, w1`` and scales and offsets ``sh, bh`` (:func:`load_block`), with ``C = 2^(bits - 1)``
-    (centred codes keep the fp16 partial sums and ``b + C s`` small). Per pair of codes of a word one
-    LOP3 and two HFMA2 (:func:`pair_bits`, :func:`pair_dot`: both codes with their pair of activations,
-    ``x[k]`` and ``x[k + PER WB / 2]``, packed into one register once for a thread's rows); per word one
-    shift, the fp16 partial sum to fp32 (:func:`sum2`) and two FFMA. Blocks past ``b_end`` (whose codes,
-    scales and offsets loaded as 0) read the last block's activations: unmasked loads, and 0 times a
-    finite activation."""
+def gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, MAGIC, KB: tl.constexpr, PER: tl.constexpr,
+               W0: tl.constexpr, W1: tl.constexpr, HAS_PERM: tl.constexpr, GPI: tl.constexpr):
+    """``acc (BLOCK_N, GPI, WB) += s sum_i q_i x_i + b sum_i x_i`` for blocks ``b0 .. b0 + GPI`` of words
+    ``w0, w1`` and scales and offsets ``sh, bh`` (:func:`load_block`): per code one LOP3, one FADD
+    (:func:`code_value`) and one FFMA; per input (shared by a thread's rows) one conversion and one FADD.
+    Blocks past ``b_end`` (whose codes, scales and offsets loaded as 0) read the last block's activations:
+    unmasked loads, and 0 times a finite activation."""
     WB: tl.constexpr = KB // PER
-    HALF: tl.constexpr = PER // 2
-    DT: tl.constexpr = X.dtype.element_ty
-    BF16: tl.constexpr = DT == tl.bfloat16
-    IN_PLACE: tl.constexpr = W1 == 0 and not BF16
-    MAGIC2: tl.constexpr = 0x43004300 if BF16 else 0x64006400
-    C: tl.constexpr = 1 << (W0 + W1 - 1)
-    FLUSH: tl.constexpr = 4
     blk = tl.minimum(b0 + tl.arange(0, GPI), b_end - 1)
     k = blk[:, None] * KB + tl.arange(0, WB)[None, :]
-    w8 = w0 >> 8
-    w1h = w1
-    if W1 > 0:
-        w1h = spread_high(w1)
-    p = tl.zeros(w0.shape, dtype=tl.float32)
-    for i in tl.static_range(HALF):
-        if i % FLUSH == 0:
-            p2 = tl.zeros(w0.shape, dtype=tl.int32)
-        kl = k + i * WB
-        kh = kl + HALF * WB
+    w0h = w0 >> 16
+    for i in tl.static_range(PER):
+        ki = k + i * WB
         if HAS_PERM:
-            kl = tl.load(PERM + kl)
-            kh = tl.load(PERM + kh)
-        x2 = pack2(tl.load(X + kl), tl.load(X + kh), ASM)[None, :, :]
-        p2 = pair_dot(p2, pair_bits(w0, w8, w1h, i, W0, W1, IN_PLACE, MAGIC2), x2, i, W0, IN_PLACE, C, DT, ASM)
-        if i % FLUSH == FLUSH - 1 or i == HALF - 1:
-            p += sum2(p2, DT, ASM)
+            ki = tl.load(PERM + ki)
+        x = tl.load(X + ki)[None, :, :].to(tl.float32)
         if i == 0:
-            xs2 = x2
+            xsum = x
+            p = code_value(w0, w0h, MAGIC, i, W0, 0) * x
         else:
-            xs2 = add2(xs2, x2, DT, ASM)
-    s = sh.to(tl.float32)[:, :, None]
-    return acc + p * s + (bh.to(tl.float32)[:, :, None] + C * s) * sum2(xs2, DT, ASM)
+            xsum += x
+            p += code_value(w0, w0h, MAGIC, i, W0, 0) * x
+        if W1 > 0:
+            p += code_value(w1, w1, MAGIC, i, W1, W0) * x
+    return acc + p * sh.to(tl.float32)[:, :, None] + bh.to(tl.float32)[:, :, None] * xsum
 
 
 @triton.jit
-def gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, row_words, n_groups, b_start, b_end,
+def gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, row_words, n_groups, b_start, b_end, MAGIC,
               GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
-              HAS_PERM: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr, PREFETCH: tl.constexpr,
-              ASM: tl.constexpr):
+              HAS_PERM: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr, PREFETCH: tl.constexpr):
     """The ``(1, BLOCK_N)`` fp32 GEMV over blocks ``b_start .. b_end`` on the CUDA cores
     (:func:`gemv_block` per ``GPI`` blocks), reduced over K once. ``PREFETCH``
     (:func:`lowbit.kernels.triton.common.loads_ahead`): each iteration's words and scales are loaded one
@@ -343,16 +239,16 @@ def gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, row_words, n_groups, b_start, b_end
         for b0 in range(b_start, b_end, 2 * GPI):
             c0, c1, cs, cb = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0 + GPI, b_end, GS, KB, WB,
                                         GPI, W1)
-            acc = gemv_block(acc, X, PERM, a0, a1, as_, ab, b0, b_end, KB, PER, W0, W1, HAS_PERM, GPI, ASM)
+            acc = gemv_block(acc, X, PERM, a0, a1, as_, ab, b0, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM, GPI)
             a0, a1, as_, ab = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0 + 2 * GPI, b_end, GS, KB,
                                          WB, GPI, W1)
             if b0 + GPI < b_end:
-                acc = gemv_block(acc, X, PERM, c0, c1, cs, cb, b0 + GPI, b_end, KB, PER, W0, W1, HAS_PERM,
-                                 GPI, ASM)
+                acc = gemv_block(acc, X, PERM, c0, c1, cs, cb, b0 + GPI, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM,
+                                 GPI)
     else:
         for b0 in range(b_start, b_end, GPI):
             w0, w1, sh, bh = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS, KB, WB, GPI, W1)
-            acc = gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, KB, PER, W0, W1, HAS_PERM, GPI, ASM)
+            acc = gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM, GPI)
     return tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
 
 
@@ -394,7 +290,7 @@ def dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words
 
 
 @triton.jit
-def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, row_words,
+def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, row_words, MAGIC,
                    GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
                    HAS_PERM: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    GPI: tl.constexpr, SPLIT: tl.constexpr, SPLIT_BLOCKS, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr,
@@ -418,8 +314,8 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
         o_first, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
                                                        pid_k, BLOCK_N, OUT_CHUNK, SPLIT)
     if BLOCK_M == 1:
-        acc = gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, row_words, K // GS, b_start, b_end, GS, KB, PER, W0,
-                        W1, HAS_PERM, BLOCK_N, GPI, PREFETCH, ASM)
+        acc = gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, row_words, K // GS, b_start, b_end, MAGIC, GS, KB, PER, W0,
+                        W1, HAS_PERM, BLOCK_N, GPI, PREFETCH)
     else:
         acc = dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, K // GS, b_start, b_end,
                        GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM)
@@ -440,7 +336,7 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k)
     uniform_kernel[grid](
         x, y, st.planes[0], st.planes[-1], st.scales, st.offsets, st.perm if st.perm is not None else st.scales,
-        *outlier_args(st.outliers, y), m, n, k, x.stride(0), k // per,
+        *outlier_args(st.outliers, y), m, n, k, x.stride(0), k // per, 0x4B000000,
         GS=st.group_size, KB=st.block, PER=per, W0=planes[0], W1=planes[1] if len(planes) > 1 else 0,
         HAS_PERM=st.perm is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
         GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k),
