@@ -30,9 +30,11 @@ import tempfile
 from collections import Counter
 from types import ModuleType
 
-POINTERS = {"X", "Y", "Q0", "Q1", "S", "OFF", "PERM", "PTR", "OROW", "OCOL", "OVAL", "C", "CB", "T"}
+POINTERS = {"X", "Y", "Q0", "Q1", "S", "OFF", "PERM", "PTR", "OROW", "OCOL", "OVAL", "C", "CB", "T", "Q", "QH",
+            "TT"}
 DIV16 = {"K", "N", "stride_xm", "row_words", "row_words1", "n_groups", "MAGIC"}
-POINTER_TYPES = {"Q0": "*i32", "Q1": "*i32", "C": "*i16", "PTR": "*i32", "OROW": "*i16", "OCOL": "*i16", "PERM": "*i32"}
+POINTER_TYPES = {"Q": "*i32", "QH": "*i16", "TT": "*i32", "Q0": "*i32", "Q1": "*i32",
+                 "C": "*i16", "PTR": "*i32", "OROW": "*i16", "OCOL": "*i16", "PERM": "*i32"}
 
 
 KERNELS = ("common", "uniform", "additive", "table")
@@ -132,15 +134,27 @@ def main() -> None:
                      PREFETCH=ns > 1)
         rows.append(("additive", "2x8", (bn, bj * 2, nw, ns), bn * bj * 8 / (32 * nw),
                      longest_loop(compile_sass(additive.additive_kernel, const, nw, ns))))
-    # per-column tables of one width (4 and 2 bits, KB = 128), at the H100's chosen GEMV configurations;
-    # v6's kernel takes the word rows per iteration (R), earlier ones the blocks (G)
-    for bits, per in ((4, 8), (2, 16)):
-        for bn, words, nw, ns in [(4, 256, 2, 2), (16, 64, 4, 3), (8, 128, 4, 2), (4, 128, 2, 3)]:
-            const = dict(B0=bits, B1=0, B2=0, B3=0, R0=words, R1=1, R2=1, R3=1, G0=words * per // 128, G1=1, G2=1,
-                         G3=1, KB=128, TGS=0, HAS_PERM=False, HAS_OUT=False, BLOCK_M=1, BLOCK_N=bn, OUT_CHUNK=32,
-                         PREFETCH=ns > 1)
-            rows.append(("table", f"{bits}-bit", (bn, words, nw, ns), bn * words * per / (32 * nw),
-                         longest_loop(compile_sass(table.table_kernel, const, nw, ns))))
+    # per-column tables of one width (4 and 2 bits): in the table kernel until session 18 (KB = 128, at
+    # the H100's chosen GEMV configurations; v6's kernel takes the word rows per iteration (R), earlier
+    # ones the blocks (G)), since then the column-table kernel (codes along the rows, PRMT lookups)
+    if hasattr(table, "table_kernel"):
+        for bits, per in ((4, 8), (2, 16)):
+            for bn, words, nw, ns in [(4, 256, 2, 2), (16, 64, 4, 3), (8, 128, 4, 2), (4, 128, 2, 3)]:
+                const = dict(B0=bits, B1=0, B2=0, B3=0, R0=words, R1=1, R2=1, R3=1, G0=words * per // 128, G1=1,
+                             G2=1, G3=1, KB=128, TGS=0, HAS_PERM=False, HAS_OUT=False, BLOCK_M=1, BLOCK_N=bn,
+                             OUT_CHUNK=32, PREFETCH=ns > 1)
+                rows.append(("table", f"{bits}-bit", (bn, words, nw, ns), bn * words * per / (32 * nw),
+                             longest_loop(compile_sass(table.table_kernel, const, nw, ns))))
+    else:
+        from lowbit.kernels.triton import column_tables
+
+        for bits in (4, 2):
+            for kr, nw in [(512, 16), (256, 8), (256, 4)]:
+                const = dict(B0=bits, B1=0, B2=0, B3=0, KR=kr, SPLIT=1, HAS_PERM=False, HAS_OUT=False, BLOCK_M=1,
+                             OUT_CHUNK=32, ASM=True)
+                rows.append(("column tables", f"{bits}-bit", (column_tables.BT, kr, nw, 1),
+                             column_tables.BT * kr / (32 * nw),
+                             longest_loop(compile_sass(column_tables.column_table_kernel, const, nw, 1))))
     print(f"kernels: {a.ref or 'this checkout'}\n\n| kernel | format | config (block_n, words, warps, stages) | "
           "weights/thread/iteration | loop instructions | per weight | top opcodes |\n|---|---|---|---|---|---|---|")
     out = []

@@ -24,7 +24,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from lowbit.core.formats import QuantizedWeight, binary_code_values  # noqa: E402
 from lowbit.kernels import QuantLinear, select  # noqa: E402
-from lowbit.kernels.triton import additive, common, table, uniform  # noqa: E402
+from lowbit.kernels.triton import additive, column_tables, common, table, uniform  # noqa: E402
 from lowbit.kernels.triton.common import Config  # noqa: E402
 from lowbit.kernels.triton.random_weights import (  # noqa: E402
     random_additive,
@@ -117,28 +117,33 @@ def test_uniform_second_order() -> None:
     check(qw, uniform.run(uniform.prepare(qw), x, Config(32, 64)), x)
 
 
-@pytest.mark.parametrize("widths", [4, 3, (1, 2, 3, 4), (2, 4)])
+# column tables: GEMV over one and several iterations (the last one masked), split K; tl.dot batches
+TABLE_PATHS = [(1, Config(32, 64, 4, 1, 1)), (1, Config(32, 128, 4, 1, 2)), (1, Config(32, 512, 8, 1, 1)),
+               (5, Config(32, 32, 4, 1, 1)), (19, Config(32, 64, 4, 1, 2))]
+
+
+@pytest.mark.parametrize("widths", [4, 3, 2, 1, (1, 2, 3, 4), (2, 4)])
 def test_table_paths(widths: int | tuple[int, ...]) -> None:
     bits = widths if isinstance(widths, int) else random_widths(160 if len(widths) > 2 else 256, widths, 3, DEVICE)
     d_in = 256 if isinstance(widths, int) else bits.numel()
     qw = random_table(36, d_in, bits, seed=4, device=DEVICE, n_outliers=7)
-    state = table.prepare_table(qw)
-    for m, config in PATHS:
+    state = column_tables.prepare(qw)
+    for m, config in TABLE_PATHS:
         x = xs(m, d_in, m)
-        check(qw, table.run(state, x, config), x)
+        check(qw, column_tables.run(state, x, config), x)
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3])
 def test_table_edges(bits: int) -> None:
-    """Single widths of 1-3 bits over 3 blocks (a tail iteration of masked word rows) with tables of 6
-    entries, codes below 6: more entries than 1- and 2-bit codes select (cut to ``2^b``), fewer than
-    3-bit ones may (zero-padded)."""
-    qw = random_table(20, 384, bits, seed=bits, device=DEVICE, n_outliers=4)
+    """Single widths of 1-3 bits on 40 inputs (padded to 64, the padding masked) and 20 rows (a partial
+    row tile) with tables of 6 entries, codes below 6: more entries than 1- and 2-bit codes select (cut
+    to ``2^b``), fewer than 3-bit ones may (zero-padded)."""
+    qw = random_table(20, 40, bits, seed=bits, device=DEVICE, n_outliers=4)
     qw = dataclasses.replace(qw, codes=qw.codes.clamp(max=5), tables=qw.tables[:, :6].contiguous())
-    state = table.prepare_table(qw)
-    for m, config in [(1, Config(8, 128)), (1, Config(16, 64, 4, 1)), (5, Config(32, 32))]:
-        x = xs(m, 384, m)
-        check(qw, table.run(state, x, config), x)
+    state = column_tables.prepare(qw)
+    for m, config in [(1, Config(32, 32, 4, 1, 1)), (1, Config(32, 16, 2, 1, 2)), (5, Config(32, 32, 4, 1, 1))]:
+        x = xs(m, 40, m)
+        check(qw, column_tables.run(state, x, config), x)
 
 
 @pytest.mark.parametrize(("d_in", "gs"), [(384, 128), (96, 32)])
@@ -206,7 +211,7 @@ def test_lookup_property(fmt: str, d_out: int, k32: int, m: int, seed: int) -> N
     d_in = 32 * k32
     if fmt == "table":
         qw = random_table(d_out, d_in, random_widths(d_in, (2, 3, 4), seed, DEVICE), seed, DEVICE, n_outliers=3)
-        state = table.prepare_table(qw)
+        state = column_tables.prepare(qw)
     elif fmt == "binary":
         qw = random_binary(d_out, d_in, 1 + seed % 4, 32, seed, DEVICE)
         state = table.prepare_binary(qw)
@@ -214,7 +219,7 @@ def test_lookup_property(fmt: str, d_out: int, k32: int, m: int, seed: int) -> N
         qw = random_additive(d_out, d_in, *((2, 8), (1, 16))[seed % 2], seed=seed, device=DEVICE, n_outliers=2)
         state = additive.prepare(qw)
     x = xs(m, d_in, seed)
-    run = additive.run if fmt == "additive" else table.run
+    run = {"table": column_tables.run, "binary": table.run, "additive": additive.run}[fmt]
     check(qw, run(state, x), x)
 
 
@@ -265,7 +270,7 @@ def test_smollm2_kv_shape(fmt: str) -> None:
         state, run = uniform.prepare(qw), uniform.run
     elif fmt == "table":
         qw = random_table(192, 576, 3, seed=3, device=DEVICE)
-        state, run = table.prepare_table(qw), table.run
+        state, run = column_tables.prepare(qw), column_tables.run
     else:
         qw = random_additive(192, 576, 2, 8, seed=3, device=DEVICE)
         state, run = additive.prepare(qw), additive.run
