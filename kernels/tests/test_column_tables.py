@@ -134,3 +134,20 @@ def test_prepare_rejects_missing_tables() -> None:
     qw = dataclasses.replace(random_table(8, 32, 2), tables=None)
     with pytest.raises(ValueError, match="tables"):
         ct.prepare(qw)
+
+
+def test_prepare_and_run_reject_bad_input() -> None:
+    """Widths outside 1..4, activations of the wrong width, and outlier indices beyond 16 bits fail with a
+    ValueError that says so, instead of a wrong result."""
+    import dataclasses
+
+    from lowbit.kernels.triton.random_weights import random_table
+
+    qw = random_table(8, 32, 2)
+    with pytest.raises(ValueError, match="1 to 4 bits"):
+        ct.prepare(dataclasses.replace(qw, bits=torch.full((32,), 5)))
+    state = ct.prepare(qw)
+    with pytest.raises(ValueError, match="inputs"):
+        ct.run(state, torch.zeros(1, 33, dtype=torch.float16))
+    with pytest.raises(ValueError, match="16 bits"):
+        ct.prepare(random_table(4, 70_000, 2, n_outliers=1))

@@ -58,11 +58,11 @@ def supports_binary(meta: dict[str, Any]) -> bool:
 
 
 def supports_table(meta: dict[str, Any]) -> bool:
-    """``table`` weights of one width 1..4 (``d_in`` a multiple of 32) or per-column widths (any ``d_in``)."""
+    """``table`` weights of one width 1..4 or per-column widths (any ``d_in``: columns are padded at prepare)."""
     if meta.get("format") != "table" or int(meta["shape"][1]) > MAX_INPUTS or int(meta.get("table_size", 16)) > 16:
         return False
     bits = meta.get("bits")
-    return bits == "per_column" or (isinstance(bits, int) and 1 <= bits <= 4 and int(meta["shape"][1]) % 32 == 0)
+    return bits == "per_column" or (isinstance(bits, int) and 1 <= bits <= 4)
 
 
 def supports_additive(meta: dict[str, Any]) -> bool:

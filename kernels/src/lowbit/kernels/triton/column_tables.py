@@ -4,7 +4,8 @@ tables in registers: ``W_hat[n, k] = T[k, q[n, k]]``, ``2^b`` fp16 entries per i
 **Codes packed along the output rows.** A 32-bit word holds the codes of ``RPW`` consecutive output rows
 of one input column (``RPW`` = 8 at 4 bits, 16 at 2 and 3 bits, 32 at 1 bit), so every code of a word
 reads the same column's table. Rows come in tiles of :data:`BT`; each tile's words are stored
-contiguously, ``(d_out / BT, k, BT / RPW)``, so a program streams one tile's words along K. Row ``4 g + j``
+contiguously, ``(ceil(d_out / BT), k, BT / RPW)`` (rows padded with zero codes), so a program streams one
+tile's words along K. Row ``4 g + j``
 of a word sits at bit ``s_g + 4 j`` (:func:`row_shift`): the four codes of a group are the four nibbles of
 ``w >> s_g``, which is the selector of one PRMT. 3-bit codes keep their low two bits in such a 2-bit word
 and the third in an int16 of the same 16 rows (bit ``g + 4 j``).
@@ -13,10 +14,11 @@ and the third in an int16 of the same 16 rows (bit ``g + 4 j``).
 (:func:`table_planes`, ``TW`` int32 a column: 8 at 4 bits, 4 at 3 bits, 2 at 1 and 2 bits, whose tables
 are padded to 4 entries). On the GPU (:func:`values`, inline PTX) one ``prmt.b32`` selects the low bytes of
 four codes' entries from up to 8 bytes and one their high bytes (16 entries: two each and a third by bit 3
-of the code), two more interleave them into four fp16 and ``cvt.f32.f16`` widens them: about 3 (2 bits)
-to 4.5 (4 bits) instructions a code with the FFMA, and no memory access per code, where a gather per code
-(v6's table kernel) bound the GEMV by the L1 pipe. Under Triton's interpreter (no inline assembly) the
-same values come from shifts and a gather of the planes.
+of the code), two more interleave them into four fp16 and ``cvt.f32.f16`` widens them; no memory access
+per code (a 2-byte gather per code, the lookup until session 18, bound the GEMV by the L1 pipe). The
+compiled sm_90 GEMV loop is 6.6-6.7 instructions a code at 4 bits and 4.4-4.5 at 2 bits, loads and FFMA included
+(``benchmarks/kernel_sass.py``). Under Triton's interpreter (no inline assembly), or on a GPU that is not
+NVIDIA's, the same values come from shifts and a gather of the planes.
 
 **GEMV**: a program takes one row tile and ``KR`` columns an iteration (the next iteration's words,
 activations and table planes loaded before this one's arithmetic), accumulates ``v x`` in fp32 in a
@@ -32,6 +34,7 @@ to 4), summing them in registers. Sparse outliers are added after the last segme
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -65,7 +68,9 @@ GROUP_SHIFT = {1: (0, 1, 2, 3, 16, 17, 18, 19), 2: (0, 2, 16, 18), 3: (0, 2, 16,
 
 # GEMV: long runs of K per program (the sweep of docs/results/kernels/table_rows_v8.py chose 256-1024
 # columns an iteration, 4-16 warps, no or 2-way split K on the H100); batches: tl.dot tiles of 32-128 columns.
-GEMV_CONFIGS = [Config(BT, kr, nw, 1, sp) for kr in (256, 512, 128, 1024) for nw in (8, 16, 4) for sp in (1, 2)]
+# (1024 columns on 4 warps, whose accumulator alone needs 256 registers a thread, is left out).
+GEMV_CONFIGS = [Config(BT, kr, nw, 1, sp) for kr in (256, 512, 128, 1024) for nw in (8, 16, 4) for sp in (1, 2)
+                if kr * BT <= 4096 * nw]
 DOT_CONFIGS = [Config(BT, kr, nw, 1, sp) for kr in (64, 32, 128) for nw in (4, 8) for sp in (1, 2, 4)]
 
 
@@ -89,7 +94,7 @@ def pack_rows(codes: Tensor, bits: int) -> tuple[Tensor, Tensor | None]:
     n, k = codes.shape
     rpw = RPW[bits]
     c = codes.to(torch.int64).reshape(n // BT, BT // rpw, rpw, k).permute(0, 3, 1, 2)  # [tile, k, word, r]
-    low = min(bits, 4) if bits != 3 else 2
+    low = 2 if bits == 3 else bits
     words = _words(c, low, [row_shift(bits, r) for r in range(rpw)], torch.int32).contiguous()
     if bits != 3:
         return words, None
@@ -131,7 +136,8 @@ class ColumnTableState:
 
 
 def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> ColumnTableState:
-    """Re-layout a ``table`` weight (one width, or per-column widths grouped into segments)."""
+    """Re-layout a ``table`` weight (``(d_out, d_in)`` codes, ``(d_in, >= 1)`` fp16 tables; one width, or
+    per-column widths grouped into segments) on ``device``."""
     dev = torch.device(device) if device is not None else qw.codes.device
     if qw.tables is None:
         raise ValueError("a table weight needs its tables")
@@ -140,6 +146,8 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Co
     codes = torch.cat([codes, codes.new_zeros(triton.cdiv(d_out, BT) * BT - d_out, d_in)])  # rows to whole tiles
     tables = qw.tables.to(dev)
     widths = qw.bits.to(dev).long() if isinstance(qw.bits, Tensor) else torch.full((d_in,), int(qw.bits), device=dev)
+    if widths.numel() != d_in or not bool(((widths >= 1) & (widths <= 4)).all()):
+        raise ValueError(f"column tables take one width per input column, each of 1 to 4 bits (got {qw.bits})")
     words, planes, cols, segments, high = [], [], [], [], None
     wo = ko = po = 0
     for b in sorted(set(widths.tolist())):
@@ -222,6 +230,7 @@ def rows8(v):
 
 @triton.jit
 def rows16(v):
+    """:func:`rows8` for sixteen values."""
     t = tl.join(tree8(v[0], v[2], v[4], v[6], v[8], v[10], v[12], v[14]),
                 tree8(v[1], v[3], v[5], v[7], v[9], v[11], v[13], v[15]))
     return tl.reshape(t, (t.shape[0], t.shape[1], 16))
@@ -229,6 +238,7 @@ def rows16(v):
 
 @triton.jit
 def rows32(v):
+    """:func:`rows8` for thirty-two values."""
     t = tl.join(tl.join(tree8(v[0], v[4], v[8], v[12], v[16], v[20], v[24], v[28]),
                         tree8(v[2], v[6], v[10], v[14], v[18], v[22], v[26], v[30])),
                 tl.join(tree8(v[1], v[5], v[9], v[13], v[17], v[21], v[25], v[29]),
@@ -446,7 +456,15 @@ def column_table_kernel(X, Y, Q, QH, TT, PERM, PTR, OROW, OCOL, OVAL, M, N, stri
 # ------------------------------------------------------------------------------------------------- launch
 
 
+def compiled_ptx(x: Tensor) -> bool:
+    """Whether the kernel runs compiled on an NVIDIA GPU (inline PTX), not in Triton's interpreter or on ROCm."""
+    return x.device.type == "cuda" and torch.version.hip is None and os.environ.get("TRITON_INTERPRET") != "1"
+
+
 def _launch(st: ColumnTableState, x: Tensor, c: Config) -> Tensor:
+    """One launch: grid (row tiles, row blocks of ``x``, ``split_k``); ``c.words`` columns an iteration."""
+    if x.shape[1] != st.shape[1]:
+        raise ValueError(f"x has {x.shape[1]} inputs, the weight {st.shape[1]}")
     m, n = x.shape[0], st.shape[0]
     bm = block_m(m)
     y = output(m, n, c, x)
@@ -457,7 +475,7 @@ def _launch(st: ColumnTableState, x: Tensor, c: Config) -> Tensor:
         st.cols if st.cols is not None else st.planes, *outlier_args(st.outliers, y), m, n, x.stride(0), *ints,
         **{f"B{i}": s.bits for i, s in enumerate(segs)}, KR=c.words, SPLIT=c.split_k, HAS_PERM=st.cols is not None,
         HAS_OUT=st.outliers is not None, BLOCK_M=bm, OUT_CHUNK=out_chunk(BT, st.outliers),
-        ASM=x.device.type == "cuda", num_warps=c.num_warps, num_stages=1)
+        ASM=compiled_ptx(x), num_warps=c.num_warps, num_stages=1)
     return y
 
 

@@ -10,8 +10,9 @@ contiguous (``K``-contiguous per output row, as in GemLite and Marlin's GEMV lay
 owning ``BLOCK_N`` rows streams ``BLOCK_N`` contiguous runs. Shift ``i`` of a ``(BLOCK_N, GPI, WB)``
 word tile is a ``(BLOCK_N, GPI, WB)`` code tile whose inputs ``b KB + i WB + j`` are contiguous along
 ``j``, so unpacking is one shift and mask per code and needs no reshape (no layout conversion): the
-activations for shift ``i`` are a ``(GPI, WB)`` tile of contiguous runs. (The table kernel stores the
-same words transposed, word rows along K: :mod:`lowbit.kernels.triton.table`.) 3 bits are a 2-bit plane of
+activations for shift ``i`` are a ``(GPI, WB)`` tile of contiguous runs. (The binary-code kernel stores the
+same words transposed, word rows along K: :mod:`lowbit.kernels.triton.table`; per-column tables pack their
+codes along the rows instead: :mod:`lowbit.kernels.triton.column_tables`.) 3 bits are a 2-bit plane of
 int32 words and a 1-bit plane of int16 words with the same ``PER = 16`` (exactly 3 bits per weight;
 both planes load with the same tile shape).
 
@@ -154,6 +155,9 @@ def grid_outliers(qw: QuantizedWeight, device: torch.device) -> Outliers | None:
     o = qw.outliers
     if o is None or not o.nnz:
         return None
+    if max(qw.shape) > 1 << 16:
+        raise ValueError(f"the Triton kernels store outlier rows and columns in 16 bits: a {qw.shape[0]} x "
+                         f"{qw.shape[1]} weight with outliers is too large")
     rows, cols = o.rows.to(device).long(), o.cols.to(device).long()
     grid = replace(qw, outliers=None).dequantize().to(device)[rows, cols]
     return outliers_csr(rows, cols, o.values.to(device).float() - grid, qw.shape[0])
@@ -382,8 +386,8 @@ def loads_ahead(c: Config, bm: int) -> bool:
 
 
 def gather_stages(c: Config, bm: int) -> int:
-    """Pipeline stages of a kernel that gathers its weights from a table (lookup tables, codebooks; binary
-    codes run in the table kernel without a gather, and were not measured with more stages):
+    """Pipeline stages of a kernel that gathers its weights from a table (codebooks; and the binary-code
+    kernel, which gathered from per-row tables until v6 and was not measured with more stages since):
     ``c``'s for a GEMV, 1 for ``tl.dot`` batches, whose software pipeliner would turn the gathers into
     ``cp.async`` copies, which bypass L1 and so read every table entry from L2 (AQLM 2x8 at batch 16
     took 175 us on a 4096 x 4096 layer against 19 us at batch 1)."""
