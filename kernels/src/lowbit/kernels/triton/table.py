@@ -91,7 +91,7 @@ def prepare_binary(qw: QuantizedWeight, device: torch.device | str | None = None
 
 
 @triton.jit
-def segment_words(Q0, Q1, offs_n, N, r0, n_wrows, W1: tl.constexpr, R: tl.constexpr):
+def word_rows(Q0, Q1, offs_n, N, r0, n_wrows, W1: tl.constexpr, R: tl.constexpr):
     """The ``(R, BLOCK_N)`` code words of word rows ``r0 .. r0 + R`` (those before ``n_wrows``), and of the
     1-bit high plane (3 bits), for output rows ``offs_n`` (zero past ``N``)."""
     r = r0 + tl.arange(0, R)
@@ -163,15 +163,15 @@ def binary_loop(X, stride_xm, offs_m, m_mask, offs_n, N, Q0, Q1, T, PERM, K, KB:
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     if PREFETCH:
-        w0n, w1n = segment_words(Q0, Q1, offs_n, N, 0, n_wrows, W1, R)
+        w0n, w1n = word_rows(Q0, Q1, offs_n, N, 0, n_wrows, W1, R)
     for r0 in range(0, n_wrows, R):
         r = r0 + tl.arange(0, R)
         ok = r < n_wrows
         if PREFETCH:
             w0, w1 = w0n, w1n
-            w0n, w1n = segment_words(Q0, Q1, offs_n, N, r0 + R, n_wrows, W1, R)
+            w0n, w1n = word_rows(Q0, Q1, offs_n, N, r0 + R, n_wrows, W1, R)
         else:
-            w0, w1 = segment_words(Q0, Q1, offs_n, N, r0, n_wrows, W1, R)
+            w0, w1 = word_rows(Q0, Q1, offs_n, N, r0, n_wrows, W1, R)
         blk = r // WB
         k0 = blk * KB + r % WB  # (R,) inputs of shift 0
         t_row = ((blk * KB // GS)[:, None] * N + tl.minimum(offs_n, N - 1)[None, :]) * (W0 + W1 + 1)
@@ -214,12 +214,6 @@ def binary_kernel(X, Y, Q0, Q1, T, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_
     store_y(Y, acc, offs_m, m_mask, offs_n, N, 1)
 
 
-def prefetch(c: Config, bm: int) -> bool:
-    """Whether :func:`binary_loop` loads one iteration ahead (:func:`lowbit.kernels.triton.common.loads_ahead`):
-    the sweep chooses per layer between configurations with and without it."""
-    return loads_ahead(c, bm)
-
-
 def _launch(st: BinaryState, x: Tensor, c: Config) -> Tensor:
     m, n = x.shape[0], st.shape[0]
     bm = block_m(m)
@@ -231,7 +225,7 @@ def _launch(st: BinaryState, x: Tensor, c: Config) -> Tensor:
         st.perm if st.perm is not None else st.steps, *outlier_args(st.outliers, y), m, n, d_in, x.stride(0),
         B=st.bits, R=blocks_per_iter(c, per, st.block, d_in // st.block, bm) * st.block // per, KB=st.block,
         GS=st.group_size, HAS_PERM=st.perm is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm,
-        BLOCK_N=c.block_n, OUT_CHUNK=out_chunk(c.block_n, st.outliers), PREFETCH=prefetch(c, bm),
+        BLOCK_N=c.block_n, OUT_CHUNK=out_chunk(c.block_n, st.outliers), PREFETCH=loads_ahead(c, bm),
         num_warps=c.num_warps, num_stages=gather_stages(c, bm))
     return y
 
