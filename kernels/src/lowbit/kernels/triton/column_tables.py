@@ -5,9 +5,8 @@ tables in registers: ``W_hat[n, k] = T[k, q[n, k]]``, ``2^b`` fp16 entries per i
 of one input column (``RPW`` = 8 at 4 bits, 16 at 2 and 3 bits, 32 at 1 bit), so every code of a word
 reads the same column's table. Rows come in tiles of :data:`BT`; each tile's words are stored
 contiguously, ``(ceil(d_out / BT), k, BT / RPW)`` (rows padded with zero codes), so a program streams one
-tile's words along K. Row ``4 g + j``
-of a word sits at bit ``s_g + 4 j`` (:func:`row_shift`): the four codes of a group are the four nibbles of
-``w >> s_g``, which is the selector of one PRMT. 3-bit codes keep their low two bits in such a 2-bit word
+tile's words along K. Row ``4 g + j`` of a word sits at bit ``s_g + 4 j`` (:func:`row_shift`): the four
+codes of a group are the four nibbles of ``w >> s_g``, which is the selector of one PRMT. 3-bit codes keep their low two bits in such a 2-bit word
 and the third in an int16 of the same 16 rows (bit ``g + 4 j``).
 
 **Tables as byte planes.** Column ``k``'s entries are stored as their low bytes, then their high bytes
@@ -16,8 +15,8 @@ are padded to 4 entries). On the GPU (:func:`values`, inline PTX) one ``prmt.b32
 four codes' entries from up to 8 bytes and one their high bytes (16 entries: two each and a third by bit 3
 of the code), two more interleave them into four fp16 and ``cvt.f32.f16`` widens them; no memory access
 per code (a 2-byte gather per code, the lookup until session 18, bound the GEMV by the L1 pipe). The
-compiled sm_90 GEMV loop is 6.6-6.7 instructions a code at 4 bits and 4.4-4.5 at 2 bits, loads and FFMA included
-(``benchmarks/kernel_sass.py``). Under Triton's interpreter (no inline assembly), or on a GPU that is not
+compiled sm_90 GEMV loop is 6.6-6.7 instructions a code at 4 bits and 4.4-4.5 at 2 bits, loads and FFMA
+included (``benchmarks/kernel_sass.py``). Under Triton's interpreter (no inline assembly), or on a GPU that is not
 NVIDIA's, the same values come from shifts and a gather of the planes.
 
 **GEMV**: a program takes one row tile and ``KR`` columns an iteration (the next iteration's words,
@@ -66,9 +65,9 @@ RPW = {1: 32, 2: 16, 3: 16, 4: 8}  # rows per word
 TW = {1: 2, 2: 2, 3: 4, 4: 8}  # int32 table-plane words per column
 GROUP_SHIFT = {1: (0, 1, 2, 3, 16, 17, 18, 19), 2: (0, 2, 16, 18), 3: (0, 2, 16, 18), 4: (0, 16)}
 
-# GEMV: long runs of K per program (the sweep of docs/results/kernels/table_rows_v8.py chose 256-1024
-# columns an iteration, 4-16 warps, no or 2-way split K on the H100); batches: tl.dot tiles of 32-128 columns.
-# (1024 columns on 4 warps, whose accumulator alone needs 256 registers a thread, is left out).
+# GEMV: long runs of K per program (on the H100 the sweeps chose 128-1024 columns an iteration, 4-16 warps
+# and no split K; docs/results.md, v8), 2-way split also tried; 1024 columns on 4 warps, whose accumulator
+# alone needs 256 registers a thread, left out. Batches: tl.dot tiles of 32-128 columns, split K up to 4.
 GEMV_CONFIGS = [Config(BT, kr, nw, 1, sp) for kr in (256, 512, 128, 1024) for nw in (8, 16, 4) for sp in (1, 2)
                 if kr * BT <= 4096 * nw]
 DOT_CONFIGS = [Config(BT, kr, nw, 1, sp) for kr in (64, 32, 128) for nw in (4, 8) for sp in (1, 2, 4)]
