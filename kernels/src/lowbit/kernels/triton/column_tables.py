@@ -6,8 +6,8 @@ of one input column (``RPW`` = 8 at 4 bits, 16 at 2 and 3 bits, 32 at 1 bit), so
 reads the same column's table. Rows come in tiles of :data:`BT`; each tile's words are stored
 contiguously, ``(ceil(d_out / BT), k, BT / RPW)`` (rows padded with zero codes), so a program streams one
 tile's words along K. Row ``4 g + j`` of a word sits at bit ``s_g + 4 j`` (:func:`row_shift`): the four
-codes of a group are the four nibbles of ``w >> s_g``, which is the selector of one PRMT. 3-bit codes keep their low two bits in such a 2-bit word
-and the third in an int16 of the same 16 rows (bit ``g + 4 j``).
+codes of a group are the four nibbles of ``w >> s_g``, which is the selector of one PRMT. 3-bit codes keep
+their low two bits in such a 2-bit word and the third in an int16 of the same 16 rows (bit ``g + 4 j``).
 
 **Tables as byte planes.** Column ``k``'s entries are stored as their low bytes, then their high bytes
 (:func:`table_planes`, ``TW`` int32 a column: 8 at 4 bits, 4 at 3 bits, 2 at 1 and 2 bits, whose tables
