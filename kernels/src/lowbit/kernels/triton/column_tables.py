@@ -55,6 +55,7 @@ from .common import (
     output,
     pad_cols,
     run_tuned,
+    signed_bits,
     store_y,
 )
 
@@ -83,8 +84,7 @@ def _words(fields: Tensor, width: int, shifts: list[int], dtype: torch.dtype) ->
     w = torch.zeros(fields.shape[:-1], dtype=torch.int64, device=fields.device)
     for r, s in enumerate(shifts):
         w |= (fields[..., r] & ((1 << width) - 1)) << s
-    nbits = 32 if dtype == torch.int32 else 16
-    return (w - ((w >> (nbits - 1)) << nbits)).to(dtype)  # two's complement
+    return signed_bits(w, 32 if dtype == torch.int32 else 16, dtype)
 
 
 def pack_rows(codes: Tensor, bits: int) -> tuple[Tensor, Tensor | None]:
