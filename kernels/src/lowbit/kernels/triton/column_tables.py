@@ -359,11 +359,14 @@ def load_step(Q, QH, X, stride_xm, offs_m, m_mask, PERM, base, hbase, ks, hi, k_
 def segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, wo, ko, po, k_pad, k_valid,
             B: tl.constexpr, KR: tl.constexpr, SPLIT: tl.constexpr, HAS_PERM: tl.constexpr,
             BLOCK_M: tl.constexpr, ASM: tl.constexpr):
-    """``acc += x W_hat^T`` over part ``part`` of ``SPLIT`` of one segment's columns for row tile ``tile``.
-    GEMV: ``acc`` ``(KR, BNW, RPW)`` fp32 (reduced by the caller); batches: ``(BLOCK_M, BT)``."""
+    """``acc`` ``(BLOCK_M, BT)`` fp32 plus ``x W_hat^T`` over part ``part`` of ``SPLIT`` of one segment's
+    columns for row tile ``tile``. A GEMV sums ``v x`` into a ``(KR, BNW, RPW)`` tile and reduces it over K
+    after the loop; batches add each iteration's ``tl.dot`` into ``acc``."""
     RPW: tl.constexpr = 16 if B == 3 else 32 // B
     BNW: tl.constexpr = 32 // RPW  # BT / RPW
     TWB: tl.constexpr = 8 if B == 4 else 4 if B == 3 else 2
+    if BLOCK_M == 1:
+        acc3 = tl.zeros((KR, BNW, RPW), dtype=tl.float32)
     span = tl.cdiv(tl.cdiv(k_pad, SPLIT), KR) * KR
     lo = part * span
     hi = tl.minimum(lo + span, k_pad)
@@ -387,9 +390,11 @@ def segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, wo, 
                    t7[:, None], TT, (po + kc * TWB)[:, None, None], (kc < hi)[:, None, None],
                    B, ASM)
         if BLOCK_M == 1:
-            acc += v * x.to(tl.float32)[:, None, None]
+            acc3 += v * x.to(tl.float32)[:, None, None]
         else:
             acc = tl.dot(tl.trans(x), tl.reshape(v, (KR, 32)).to(x.dtype), acc)
+    if BLOCK_M == 1:
+        acc += tl.reshape(tl.sum(acc3, axis=0), (1, 32))
     return acc
 
 
@@ -413,39 +418,17 @@ def column_table_kernel(X, Y, Q, QH, TT, PERM, PTR, OROW, OCOL, OVAL, M, N, stri
     if HAS_OUT:  # the outlier walk's first loads, before the main loop
         o_first, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
                                                        part, 32, OUT_CHUNK, SPLIT)
-    if BLOCK_M == 1:
-        RPW0: tl.constexpr = 16 if B0 == 3 else 32 // B0
-        acc0 = segment(tl.zeros((KR, 32 // RPW0, RPW0), dtype=tl.float32), X, stride_xm, offs_m, m_mask, Q, QH, TT,
-                       PERM, tile, part, WO0, KO0, PO0, KP0, KV0, B0, KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
-        acc = tl.reshape(tl.sum(acc0, axis=0), (1, 32))
-        if B1 > 0:
-            RPW1: tl.constexpr = 16 if B1 == 3 else 32 // B1
-            acc1 = segment(tl.zeros((KR, 32 // RPW1, RPW1), dtype=tl.float32), X, stride_xm, offs_m, m_mask, Q, QH,
-                           TT, PERM, tile, part, WO1, KO1, PO1, KP1, KV1, B1, KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
-            acc += tl.reshape(tl.sum(acc1, axis=0), (1, 32))
-        if B2 > 0:
-            RPW2: tl.constexpr = 16 if B2 == 3 else 32 // B2
-            acc2 = segment(tl.zeros((KR, 32 // RPW2, RPW2), dtype=tl.float32), X, stride_xm, offs_m, m_mask, Q, QH,
-                           TT, PERM, tile, part, WO2, KO2, PO2, KP2, KV2, B2, KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
-            acc += tl.reshape(tl.sum(acc2, axis=0), (1, 32))
-        if B3 > 0:
-            RPW3: tl.constexpr = 16 if B3 == 3 else 32 // B3
-            acc3 = segment(tl.zeros((KR, 32 // RPW3, RPW3), dtype=tl.float32), X, stride_xm, offs_m, m_mask, Q, QH,
-                           TT, PERM, tile, part, WO3, KO3, PO3, KP3, KV3, B3, KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
-            acc += tl.reshape(tl.sum(acc3, axis=0), (1, 32))
-    else:
-        acc = tl.zeros((BLOCK_M, 32), dtype=tl.float32)
-        acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO0, KO0, PO0, KP0, KV0, B0,
+    acc = segment(tl.zeros((BLOCK_M, 32), dtype=tl.float32), X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile,
+                  part, WO0, KO0, PO0, KP0, KV0, B0, KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
+    if B1 > 0:
+        acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO1, KO1, PO1, KP1, KV1, B1,
                       KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
-        if B1 > 0:
-            acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO1, KO1, PO1, KP1, KV1,
-                          B1, KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
-        if B2 > 0:
-            acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO2, KO2, PO2, KP2, KV2,
-                          B2, KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
-        if B3 > 0:
-            acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO3, KO3, PO3, KP3, KV3,
-                          B3, KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
+    if B2 > 0:
+        acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO2, KO2, PO2, KP2, KV2, B2,
+                      KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
+    if B3 > 0:
+        acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO3, KO3, PO3, KP3, KV3, B3,
+                      KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
     if HAS_OUT:
         acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
                            BLOCK_M, OUT_CHUNK, SPLIT)
