@@ -150,8 +150,8 @@ def main() -> None:
 
         for bits in (4, 2):
             for kr, nw in [(512, 16), (256, 8), (256, 4)]:
-                const = dict(B0=bits, B1=0, B2=0, B3=0, KR=kr, SPLIT=1, HAS_PERM=False, HAS_OUT=False, BLOCK_M=1,
-                             OUT_CHUNK=32, ASM=True)
+                const = dict(B0=bits, B1=0, B2=0, B3=0, KR=kr, SPLIT=1, PARTS=1, HAS_PERM=False, HAS_OUT=False,
+                             BLOCK_M=1, OUT_CHUNK=32, ASM=True)
                 rows.append(("column tables", f"{bits}-bit", (column_tables.BT, kr, nw, 1),
                              column_tables.BT * kr / (32 * nw),
                              longest_loop(compile_sass(column_tables.column_table_kernel, const, nw, 1))))

@@ -38,7 +38,7 @@ def prmt(a: int, b: int, sel: int) -> int:
 
 def run_ptx(asm: str, args: list[int], n_out: int) -> list[int]:
     """Execute ``asm`` (the subset :func:`lookup_asm` emits) on 32-bit ``args`` (``$n_out ..``); returns the
-    ``n_out`` outputs' fp16 bit patterns (the operand of each ``cvt.f32.f16``)."""
+    ``n_out`` outputs' fp16 bit patterns (the operand of each ``cvt.f32.f16``, or the fp16 output itself)."""
     reg: dict[str, int] = {f"${n_out + i}": v & M32 for i, v in enumerate(args)}
     out: dict[int, int] = {}
 
@@ -52,7 +52,7 @@ def run_ptx(asm: str, args: list[int], n_out: int) -> list[int]:
             continue
         op, rest = ins.split(None, 1)
         if op == "mov.b32":
-            lo_hi, src = re.match(r"\{(\w+), (\w+)\}, (\S+)", rest).groups()[:2], rest.rsplit(",", 1)[1]
+            lo_hi, src = re.match(r"\{(\$?\w+), (\$?\w+)\}, (\S+)", rest).groups()[:2], rest.rsplit(",", 1)[1]
             v = val(src)
             reg[lo_hi[0]], reg[lo_hi[1]] = v & 0xFFFF, v >> 16
             continue
@@ -64,12 +64,14 @@ def run_ptx(asm: str, args: list[int], n_out: int) -> list[int]:
         reg[ops[0]] = {"shr.b32": lambda: a[0] >> a[1], "shl.b32": lambda: (a[0] << a[1]) & M32,
                        "and.b32": lambda: a[0] & a[1], "or.b32": lambda: a[0] | a[1],
                        "prmt.b32": lambda: prmt(*a)}[op]()
-    return [out[i] for i in range(n_out)]
+    return [out[i] if i in out else reg[f"${i}"] for i in range(n_out)]
 
 
+@pytest.mark.parametrize("half", [False, True])
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])
-def test_lookup_asm_returns_table_entries(bits: int) -> None:
-    """Each row of each word gets ``T[k, q[n, k]]`` exactly (as fp16 bits), every code value included."""
+def test_lookup_asm_returns_table_entries(bits: int, half: bool) -> None:
+    """Each row of each word gets ``T[k, q[n, k]]`` exactly (as fp16 bits), every code value included; with
+    ``half`` (batches) as fp16 outputs, else widened to fp32."""
     g = torch.Generator().manual_seed(bits)
     n, k = 64, 6
     codes = torch.randint(0, 1 << bits, (n, k), generator=g)
@@ -78,7 +80,8 @@ def test_lookup_asm_returns_table_entries(bits: int) -> None:
     words, high = ct.pack_rows(codes, bits)
     planes = ct.table_planes(tables, bits)
     rpw = ct.RPW[bits]
-    asm = ct.lookup_asm(bits)
+    asm = ct.lookup_asm(bits, half)
+    assert ("cvt.f32.f16" in asm) != half
     for t in range(n // ct.BT):
         for c in range(k):
             for wi in range(ct.BT // rpw):

@@ -149,7 +149,7 @@ def additive_kernel(X, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, n
 def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
     m, (n, k) = x.shape[0], st.shape
     bm = block_m(m)
-    y = output(m, n, c, x)
+    y = output(m, n, c.split_k, x)
     n_groups = k // GROUP
     # one int16 code per 8 weights: half a config word per group keeps the fp32 tiles at the uniform
     # kernel's size (BLOCK_N x words values)

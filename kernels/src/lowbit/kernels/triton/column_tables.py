@@ -21,14 +21,17 @@ NVIDIA's, the same values come from shifts and a gather of the planes.
 
 **GEMV**: a program takes one row tile and ``KR`` columns an iteration (the next iteration's words,
 activations and table planes loaded before this one's arithmetic), accumulates ``v x`` in fp32 in a
-``(KR, BT / RPW, RPW)`` tile and reduces it over K once. **Batches**: the looked-up ``(KR, BT)`` tile in
-the activations' dtype goes to ``tl.dot``. ``split_k`` programs share a row tile along K and add their
-partials atomically (into a zero-filled ``y``).
+``(KR, BT / RPW, RPW)`` tile and reduces it over K once. **Batches**: the looked-up ``(KR, BT)`` tile (the
+fp16 entries as the PRMTs leave them, no widening; in the activations' dtype) goes to ``tl.dot``.
+``split_k`` programs share a row tile along K and add their partials atomically (into a zero-filled
+``y``).
 
 **Mixed widths in one launch**: the columns of each width form a segment (padded to a multiple of
 :data:`PAD` columns: zero codes and tables, activations masked), with their input indices; the segments'
-words, high bits and planes are concatenated, and the kernel runs one specialized loop per segment (up
-to 4), summing them in registers. Sparse outliers are added after the last segment.
+words, high bits and planes are concatenated. Each segment (up to 4) has its own programs, which run its
+width's loop and add their partials into ``y`` atomically, as split K does: segments one after another in
+one program (until session 19) left each a short loop with its own start and reduction, on one program of a
+row tile. Sparse outliers are added by the programs of a row tile in turn (chunks shared as in split K).
 """
 
 from __future__ import annotations
@@ -169,8 +172,9 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Co
 # ------------------------------------------------------------------------------------------------- lookup
 
 
-def _group_asm(bits: int, g: int, out: int, w: str, h: str, t: list[str]) -> str:
-    """PTX of one group of four codes: selector, the low and high bytes of their entries (PRMT), four fp32."""
+def _group_asm(bits: int, g: int, out: int, w: str, h: str, t: list[str], half: bool) -> str:
+    """PTX of one group of four codes: selector, the low and high bytes of their entries (PRMT), four fp32
+    (``half``: four fp16)."""
     s = GROUP_SHIFT[bits][g]
     if bits == 4:
         sel = (f"shr.b32 w, {w}, {s}; and.b32 s, w, 0x7777; shr.b32 c, w, 1; and.b32 c, c, 0x4444; "
@@ -185,20 +189,24 @@ def _group_asm(bits: int, g: int, out: int, w: str, h: str, t: list[str]) -> str
         lo, hi = (t[0], t[1]) if bits == 3 else (t[0], t[0])
         hi_a, hi_b = (t[2], t[3]) if bits == 3 else (t[1], t[1])
         look = f"prmt.b32 l, {lo}, {hi}, s; prmt.b32 h, {hi_a}, {hi_b}, s; "
-    return (sel + look + "prmt.b32 p, l, h, 0x5140; prmt.b32 q, l, h, 0x7362; mov.b32 {e0, e1}, p; "
-            f"mov.b32 {{e2, e3}}, q; cvt.f32.f16 ${out}, e0; cvt.f32.f16 ${out + 1}, e1; "
-            f"cvt.f32.f16 ${out + 2}, e2; cvt.f32.f16 ${out + 3}, e3; ")
+    look += "prmt.b32 p, l, h, 0x5140; prmt.b32 q, l, h, 0x7362; "
+    if half:
+        return sel + look + f"mov.b32 {{${out}, ${out + 1}}}, p; mov.b32 {{${out + 2}, ${out + 3}}}, q; "
+    return (sel + look + "mov.b32 {e0, e1}, p; mov.b32 {e2, e3}, q; "
+            f"cvt.f32.f16 ${out}, e0; cvt.f32.f16 ${out + 1}, e1; cvt.f32.f16 ${out + 2}, e2; "
+            f"cvt.f32.f16 ${out + 3}, e3; ")
 
 
-def lookup_asm(bits: int) -> str:
-    """The inline PTX of :func:`values` for ``bits``: outputs ``$0 .. $RPW-1`` (fp32, rows of the word in
-    order), then the word, the high bits (3 bits) and the ``TW`` plane words."""
+def lookup_asm(bits: int, half: bool = False) -> str:
+    """The inline PTX of :func:`values` for ``bits``: outputs ``$0 .. $RPW-1`` (fp32, or with ``half`` the
+    fp16 entries themselves; rows of the word in order), then the word, the high bits (3 bits) and the
+    ``TW`` plane words."""
     rpw = RPW[bits]
     w = f"${rpw}"
     h = f"${rpw + 1}" if bits == 3 else ""
     t0 = rpw + (2 if bits == 3 else 1)
     t = [f"${t0 + i}" for i in range(TW[bits])]
-    body = "".join(_group_asm(bits, g, 4 * g, w, h, t) for g in range(rpw // 4))
+    body = "".join(_group_asm(bits, g, 4 * g, w, h, t, half) for g in range(rpw // 4))
     return "{ .reg .b32 w, s, c, a, b, l, h, p, q; .reg .b16 e0, e1, e2, e3; " + body + "}"
 
 
@@ -206,6 +214,10 @@ ASM1 = tl.constexpr(lookup_asm(1))
 ASM2 = tl.constexpr(lookup_asm(2))
 ASM3 = tl.constexpr(lookup_asm(3))
 ASM4 = tl.constexpr(lookup_asm(4))
+ASM1H = tl.constexpr(lookup_asm(1, True))
+ASM2H = tl.constexpr(lookup_asm(2, True))
+ASM3H = tl.constexpr(lookup_asm(3, True))
+ASM4H = tl.constexpr(lookup_asm(4, True))
 
 
 @triton.jit
@@ -246,42 +258,29 @@ def rows32(v):
 
 
 @triton.jit
-def values(w, h, t0, t1, t2, t3, t4, t5, t6, t7, TT, pk, ok, B: tl.constexpr, ASM: tl.constexpr):
-    """``(KR, BNW, RPW)`` fp32 entries ``T[k, q]`` of the codes in word tile ``w`` ``(KR, BNW)`` (and high
-    bits ``h``, 3 bits), ``t0 .. t7`` the columns' plane words ``(KR, 1)``. ``ASM``: inline PTX (PRMT); else
-    (Triton's interpreter) the codes by shifts and their entries gathered from the planes at ``TT + pk``
-    (``pk`` ``(KR, 1, 1)``: each column's first plane word; ``ok``: the columns there are)."""
+def values(w, h, t0, t1, t2, t3, t4, t5, t6, t7, TT, pk, ok, B: tl.constexpr, ASM: tl.constexpr,
+           HALF: tl.constexpr):
+    """``(KR, BNW, RPW)`` entries ``T[k, q]`` of the codes in word tile ``w`` ``(KR, BNW)`` (and high bits
+    ``h``, 3 bits), ``t0 .. t7`` the columns' plane words ``(KR, 1)``: fp32, or with ``HALF`` and ``ASM`` the
+    fp16 entries themselves (for ``tl.dot``). ``ASM``: inline PTX (PRMT); else (Triton's interpreter) the
+    codes by shifts and their entries gathered from the planes at ``TT + pk`` (``pk`` ``(KR, 1, 1)``: each
+    column's first plane word; ``ok``: the columns there are)."""
     if ASM:
+        D = tl.float16 if HALF else tl.float32
+        OUT: tl.constexpr = "=h," if HALF else "=f,"
         if B == 4:
-            v = rows8(tl.inline_asm_elementwise(
-                ASM4, "=f,=f,=f,=f,=f,=f,=f,=f,r,r,r,r,r,r,r,r,r", [w, t0, t1, t2, t3, t4, t5, t6, t7],
-                dtype=(tl.float32, tl.float32, tl.float32, tl.float32,
-                       tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1))
+            v = rows8(tl.inline_asm_elementwise(ASM4H if HALF else ASM4, OUT * 8 + "r," * 8 + "r",
+                                                [w, t0, t1, t2, t3, t4, t5, t6, t7], dtype=(D,) * 8, is_pure=True,
+                                                pack=1))
         elif B == 3:
-            v = rows16(tl.inline_asm_elementwise(
-                ASM3, "=f," * 16 + "r,r,r,r,r,r", [w, h, t0, t1, t2, t3],
-                dtype=(tl.float32, tl.float32, tl.float32, tl.float32,
-                       tl.float32, tl.float32, tl.float32, tl.float32,
-                       tl.float32, tl.float32, tl.float32, tl.float32,
-                       tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1))
+            v = rows16(tl.inline_asm_elementwise(ASM3H if HALF else ASM3, OUT * 16 + "r," * 5 + "r",
+                                                 [w, h, t0, t1, t2, t3], dtype=(D,) * 16, is_pure=True, pack=1))
         elif B == 2:
-            v = rows16(tl.inline_asm_elementwise(
-                ASM2, "=f," * 16 + "r,r,r", [w, t0, t1],
-                dtype=(tl.float32, tl.float32, tl.float32, tl.float32,
-                       tl.float32, tl.float32, tl.float32, tl.float32,
-                       tl.float32, tl.float32, tl.float32, tl.float32,
-                       tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1))
+            v = rows16(tl.inline_asm_elementwise(ASM2H if HALF else ASM2, OUT * 16 + "r,r,r", [w, t0, t1],
+                                                 dtype=(D,) * 16, is_pure=True, pack=1))
         else:
-            v = rows32(tl.inline_asm_elementwise(
-                ASM1, "=f," * 32 + "r,r,r", [w, t0, t1],
-                dtype=(tl.float32, tl.float32, tl.float32, tl.float32,
-                       tl.float32, tl.float32, tl.float32, tl.float32,
-                       tl.float32, tl.float32, tl.float32, tl.float32,
-                       tl.float32, tl.float32, tl.float32, tl.float32,
-                       tl.float32, tl.float32, tl.float32, tl.float32,
-                       tl.float32, tl.float32, tl.float32, tl.float32,
-                       tl.float32, tl.float32, tl.float32, tl.float32,
-                       tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1))
+            v = rows32(tl.inline_asm_elementwise(ASM1H if HALF else ASM1, OUT * 32 + "r,r,r", [w, t0, t1],
+                                                 dtype=(D,) * 32, is_pure=True, pack=1))
     else:
         RPW: tl.constexpr = 16 if B == 3 else 32 // B
         r = tl.arange(0, RPW)[None, None, :]
@@ -388,7 +387,7 @@ def segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, wo, 
         kc = k0 + tl.arange(0, KR)
         v = values(w, h, t0[:, None], t1[:, None], t2[:, None], t3[:, None], t4[:, None], t5[:, None], t6[:, None],
                    t7[:, None], TT, (po + kc * TWB)[:, None, None], (kc < hi)[:, None, None],
-                   B, ASM)
+                   B, ASM, BLOCK_M > 1)
         if BLOCK_M == 1:
             acc3 += v * x.to(tl.float32)[:, None, None]
         else:
@@ -403,36 +402,44 @@ def column_table_kernel(X, Y, Q, QH, TT, PERM, PTR, OROW, OCOL, OVAL, M, N, stri
                         WO0, KO0, PO0, KP0, KV0, WO1, KO1, PO1, KP1, KV1, WO2, KO2, PO2, KP2, KV2,
                         WO3, KO3, PO3, KP3, KV3,
                         B0: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr, B3: tl.constexpr,
-                        KR: tl.constexpr, SPLIT: tl.constexpr, HAS_PERM: tl.constexpr, HAS_OUT: tl.constexpr,
-                        BLOCK_M: tl.constexpr, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr):
-    """``Y[m, n] = sum_segments sum_k X[m, perm(k)] T[k, q[n, k]]`` for row tile ``program_id(0)`` (of
-    :data:`BT` rows), part ``program_id(2)`` of ``SPLIT`` along K, rows ``program_id(1)`` of ``X``; up to
-    four segments of widths ``B0..B3`` (0: absent; first word ``WO``, first kernel column ``KO``, first
-    plane word ``PO``, padded and valid columns ``KP``, ``KV``)."""
+                        KR: tl.constexpr, SPLIT: tl.constexpr, PARTS: tl.constexpr, HAS_PERM: tl.constexpr,
+                        HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr):
+    """``Y[m, n] += sum_k X[m, perm(k)] T[k, q[n, k]]`` over the columns of one segment's part, for row tile
+    ``program_id(0)`` (of :data:`BT` rows) and rows ``program_id(1)`` of ``X``: ``program_id(2)`` is segment
+    ``// SPLIT``, part ``% SPLIT`` of its columns. Up to four segments of widths ``B0..B3`` (0: absent;
+    first word ``WO``, first kernel column ``KO``, first plane word ``PO``, padded and valid columns ``KP``,
+    ``KV``); ``PARTS`` = segments x ``SPLIT`` programs add into each output (atomically where more than one)."""
     tile = tl.program_id(0)
     pid_m = tl.program_id(1)
-    part = tl.program_id(2)
+    z = tl.program_id(2)  # segment z // SPLIT, its part z % SPLIT along K
+    seg = z // SPLIT
+    part = z % SPLIT
     offs_n = tile * 32 + tl.arange(0, 32)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_mask = offs_m < M
-    if HAS_OUT:  # the outlier walk's first loads, before the main loop
+    if HAS_OUT:  # the outlier walk's first loads, before the main loop; the PARTS programs share the walk
         o_first, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
-                                                       part, 32, OUT_CHUNK, SPLIT)
-    acc = segment(tl.zeros((BLOCK_M, 32), dtype=tl.float32), X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile,
-                  part, WO0, KO0, PO0, KP0, KV0, B0, KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
+                                                       z, 32, OUT_CHUNK, PARTS)
+    acc = tl.zeros((BLOCK_M, 32), dtype=tl.float32)
+    if seg == 0:
+        acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO0, KO0, PO0, KP0, KV0, B0,
+                      KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
     if B1 > 0:
-        acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO1, KO1, PO1, KP1, KV1, B1,
-                      KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
+        if seg == 1:
+            acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO1, KO1, PO1, KP1, KV1, B1,
+                          KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
     if B2 > 0:
-        acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO2, KO2, PO2, KP2, KV2, B2,
-                      KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
+        if seg == 2:
+            acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO2, KO2, PO2, KP2, KV2, B2,
+                          KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
     if B3 > 0:
-        acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO3, KO3, PO3, KP3, KV3, B3,
-                      KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
+        if seg == 3:
+            acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO3, KO3, PO3, KP3, KV3, B3,
+                          KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
     if HAS_OUT:
         acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
-                           BLOCK_M, OUT_CHUNK, SPLIT)
-    store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT)
+                           BLOCK_M, OUT_CHUNK, PARTS)
+    store_y(Y, acc, offs_m, m_mask, offs_n, N, PARTS)
 
 
 # ------------------------------------------------------------------------------------------------- launch
@@ -444,18 +451,21 @@ def compiled_ptx(x: Tensor) -> bool:
 
 
 def _launch(st: ColumnTableState, x: Tensor, c: Config) -> Tensor:
-    """One launch: grid (row tiles, row blocks of ``x``, ``split_k``); ``c.words`` columns an iteration."""
+    """One launch: grid (row tiles, row blocks of ``x``, segments x ``split_k``); ``c.words`` columns an
+    iteration."""
     if x.shape[1] != st.shape[1]:
         raise ValueError(f"x has {x.shape[1]} inputs, the weight {st.shape[1]}")
     m, n = x.shape[0], st.shape[0]
     bm = block_m(m)
-    y = output(m, n, c, x)
+    parts = len(st.segments) * c.split_k
+    y = output(m, n, parts, x)
     segs = st.segments + [Segment(0, 0, 0, 0, 0, 0)] * (MAX_SEGMENTS - len(st.segments))
     ints = [v for s in segs for v in (s.word_offset, s.col_offset, s.plane_offset, s.k_pad, s.k)]
-    column_table_kernel[(triton.cdiv(n, BT), triton.cdiv(m, bm), c.split_k)](
+    column_table_kernel[(triton.cdiv(n, BT), triton.cdiv(m, bm), parts)](
         x, y, st.words, st.high if st.high is not None else st.words, st.planes,
         st.cols if st.cols is not None else st.planes, *outlier_args(st.outliers, y), m, n, x.stride(0), *ints,
-        **{f"B{i}": s.bits for i, s in enumerate(segs)}, KR=c.words, SPLIT=c.split_k, HAS_PERM=st.cols is not None,
+        **{f"B{i}": s.bits for i, s in enumerate(segs)}, KR=c.words, SPLIT=c.split_k, PARTS=parts,
+        HAS_PERM=st.cols is not None,
         HAS_OUT=st.outliers is not None, BLOCK_M=bm, OUT_CHUNK=out_chunk(BT, st.outliers),
         ASM=compiled_ptx(x), num_warps=c.num_warps, num_stages=1)
     return y

@@ -394,9 +394,10 @@ def gather_stages(c: Config, bm: int) -> int:
     return c.num_stages if bm == 1 else 1
 
 
-def output(m: int, n: int, c: Config, like: Tensor) -> Tensor:
-    """The ``(m, n)`` output in ``like``'s dtype: zero-filled for split K (partials are atomically added)."""
-    make = torch.zeros if c.split_k > 1 else torch.empty
+def output(m: int, n: int, parts: int, like: Tensor) -> Tensor:
+    """The ``(m, n)`` output in ``like``'s dtype: zero-filled where ``parts`` > 1 programs add their partials
+    into each output atomically (split K)."""
+    make = torch.zeros if parts > 1 else torch.empty
     return make(m, n, dtype=like.dtype, device=like.device)
 
 

@@ -332,7 +332,7 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     planes = PLANES[st.bits]
     n_blocks = k // st.block
     gpi = blocks_per_iter(c, per, st.block, triton.cdiv(n_blocks, c.split_k), bm)
-    y = output(m, n, c, x)
+    y = output(m, n, c.split_k, x)
     grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k)
     uniform_kernel[grid](
         x, y, st.planes[0], st.planes[-1], st.scales, st.offsets, st.perm if st.perm is not None else st.scales,
