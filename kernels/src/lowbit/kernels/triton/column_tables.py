@@ -406,14 +406,15 @@ def column_table_kernel(X, Y, Q, QH, TT, PERM, PTR, OROW, OCOL, OVAL, M, N, stri
                         HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr):
     """``Y[m, n] += sum_k X[m, perm(k)] T[k, q[n, k]]`` over the columns of one segment's part, for row tile
     ``program_id(0)`` (of :data:`BT` rows) and rows ``program_id(1)`` of ``X``: ``program_id(2)`` is segment
-    ``// SPLIT``, part ``% SPLIT`` of its columns. Up to four segments of widths ``B0..B3`` (0: absent;
+    ``% NSEG``, part ``// NSEG`` of its columns (``NSEG = PARTS / SPLIT`` segments). Up to four segments of widths ``B0..B3`` (0: absent;
     first word ``WO``, first kernel column ``KO``, first plane word ``PO``, padded and valid columns ``KP``,
     ``KV``); ``PARTS`` = segments x ``SPLIT`` programs add into each output (atomically where more than one)."""
     tile = tl.program_id(0)
     pid_m = tl.program_id(1)
-    z = tl.program_id(2)  # segment z // SPLIT, its part z % SPLIT along K
-    seg = z // SPLIT
-    part = z % SPLIT
+    z = tl.program_id(2)  # segment z % (PARTS / SPLIT), its part z // (PARTS / SPLIT) along K
+    NSEG: tl.constexpr = PARTS // SPLIT
+    seg = z % NSEG
+    part = z // NSEG
     offs_n = tile * 32 + tl.arange(0, 32)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_mask = offs_m < M
@@ -421,7 +422,10 @@ def column_table_kernel(X, Y, Q, QH, TT, PERM, PTR, OROW, OCOL, OVAL, M, N, stri
         o_first, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
                                                        z, 32, OUT_CHUNK, PARTS)
     acc = tl.zeros((BLOCK_M, 32), dtype=tl.float32)
-    if seg == 0:
+    if B1 == 0:  # one width: every program runs its loop (no branch)
+        acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO0, KO0, PO0, KP0, KV0, B0,
+                      KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
+    elif seg == 0:
         acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO0, KO0, PO0, KP0, KV0, B0,
                       KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
     if B1 > 0:
