@@ -154,3 +154,14 @@ def test_prepare_and_run_reject_bad_input() -> None:
         ct.run(state, torch.zeros(1, 33, dtype=torch.float16))
     with pytest.raises(ValueError, match="16 bits"):
         ct.prepare(random_table(4, 70_000, 2, n_outliers=1))
+
+
+@pytest.mark.parametrize("pb", [1, 32])
+def test_block_planes_places_each_word(pb: int) -> None:
+    """Word ``i`` of column ``k`` lands at ``(k // pb) TW pb + i pb + k % pb`` of the flat blocked planes."""
+    k, tw = 64, 8
+    planes = torch.arange(k * tw, dtype=torch.int32).reshape(k, tw)
+    flat = ct.block_planes(planes, pb).reshape(-1)
+    for col in range(k):
+        for i in range(tw):
+            assert int(flat[(col // pb) * tw * pb + i * pb + col % pb]) == int(planes[col, i])

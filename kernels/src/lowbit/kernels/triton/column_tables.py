@@ -10,14 +10,19 @@ codes of a group are the four nibbles of ``w >> s_g``, which is the selector of 
 their low two bits in such a 2-bit word and the third in an int16 of the same 16 rows (bit ``g + 4 j``).
 
 **Tables as byte planes.** Column ``k``'s entries are stored as their low bytes, then their high bytes
-(:func:`table_planes`, ``TW`` int32 a column: 8 at 4 bits, 4 at 3 bits, 2 at 1 and 2 bits, whose tables
-are padded to 4 entries). On the GPU (:func:`values`, inline PTX) one ``prmt.b32`` selects the low bytes of
-four codes' entries from up to 8 bytes and one their high bytes (16 entries: two each and a third by bit 3
-of the code), two more interleave them into four fp16 and ``cvt.f32.f16`` widens them; no memory access
-per code (a 2-byte gather per code, the lookup until session 18, bound the GEMV by the L1 pipe). The
-compiled sm_90 GEMV loop is 6.6-6.7 instructions a code at 4 bits and 4.4-4.5 at 2 bits, loads and FFMA
-included (``benchmarks/kernel_sass.py``). Under Triton's interpreter (no inline assembly), or on a GPU that is not
-NVIDIA's, the same values come from shifts and a gather of the planes.
+(:func:`table_planes`, ``TW`` int32 a column: 8 at 4 bits, 4 at 3 bits, 2 at 1 and 2 bits, whose tables are padded
+to 4 entries), in blocks of :data:`PB` columns, plane-major within a block (:func:`block_planes`). At 4 bits a block
+is 32 columns, so that a warp loads one plane word of 32 columns in one coalesced access (in column order the 8
+words of a column, 32 bytes apart, are 8 loads of 8 wavefronts each). On the H100
+(``docs/results/kernels/ab_planes_h100_v9.json``, best configuration of each layer) blocks made 4-bit batches of 16
+12-14% faster and the 4-bit GEMV 1-3%; at 2 and 3 bits they made the 3-bit GEMV 6-14% and 2-bit batches 5-6% slower,
+so those widths keep column order. On the GPU (:func:`values`, inline PTX) one ``prmt.b32`` selects the low bytes of
+four codes' entries from up to 8 bytes and one their high bytes (16 entries: two each and a third by bit 3 of the
+code), two more interleave them into four fp16 and ``cvt.f32.f16`` widens them; no memory access per code (a 2-byte
+gather per code, the lookup until session 18, bound the GEMV by the L1 pipe). The compiled sm_90 GEMV loop is
+6.6-6.9 instructions a code at 4 bits and 4.4-4.5 at 2 bits, loads and FFMA included
+(``benchmarks/kernel_sass.py``). Under Triton's interpreter (no inline assembly), or on a GPU that is not NVIDIA's,
+the same values come from shifts and a gather of the planes.
 
 **GEMV**: a program takes one row tile and ``KR`` columns an iteration (the next iteration's words,
 activations and table planes loaded before this one's arithmetic), accumulates ``v x`` in fp32 in a
@@ -67,6 +72,7 @@ PAD = 32  # columns of a segment are padded to a multiple of this
 MAX_SEGMENTS = 4
 RPW = {1: 32, 2: 16, 3: 16, 4: 8}  # rows per word
 TW = {1: 2, 2: 2, 3: 4, 4: 8}  # int32 table-plane words per column
+PB = {1: 1, 2: 1, 3: 1, 4: 32}  # columns per block of the planes (block_planes)
 GROUP_SHIFT = {1: (0, 1, 2, 3, 16, 17, 18, 19), 2: (0, 2, 16, 18), 3: (0, 2, 16, 18), 4: (0, 16)}
 
 # GEMV: long runs of K per program (on the H100 the sweeps chose 128-1024 columns an iteration, 4-16 warps
@@ -112,6 +118,13 @@ def table_planes(tables: Tensor, bits: int) -> Tensor:
     return torch.cat([t & 0xFF, t >> 8], 1).to(torch.uint8).contiguous().view(torch.int32)
 
 
+def block_planes(planes: Tensor, pb: int) -> Tensor:
+    """``(K, TW)`` planes (``K`` a multiple of ``pb``) -> ``(K / pb, TW, pb)``: word ``i`` of column ``k`` at
+    ``(k // pb) TW pb + i pb + k % pb`` (``pb`` = 1: column order)."""
+    k, tw = planes.shape
+    return planes.reshape(k // pb, pb, tw).transpose(1, 2).contiguous()
+
+
 @dataclass
 class Segment:
     """Columns of one width: where they are in the concatenated tensors of :class:`ColumnTableState`."""
@@ -130,7 +143,7 @@ class ColumnTableState:
 
     words: Tensor  # flat int32: each segment's (N_pad / BT, k_pad, BT / RPW) in turn
     high: Tensor | None  # (N_pad / BT, k_pad_3, BT / 16) int16: the high bits of the 3-bit segment
-    planes: Tensor  # flat int32: each segment's (k_pad, TW) table planes in turn
+    planes: Tensor  # flat int32: each segment's (k_pad / PB, TW, PB) table planes in turn (:func:`block_planes`)
     cols: Tensor | None  # (sum_s k_pad_s,) int32 input column of each kernel column, or None (in order)
     segments: list[Segment]
     outliers: Outliers | None
@@ -159,7 +172,7 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Co
         w, h = pack_rows(pad_cols(codes[:, sel], k_pad), b)
         high = h if h is not None else high
         words.append(w.reshape(-1))
-        planes.append(table_planes(pad_cols(tables[sel].T, k_pad).T, b).reshape(-1))
+        planes.append(block_planes(table_planes(pad_cols(tables[sel].T, k_pad).T, b), PB[b]).reshape(-1))
         cols.append(pad_cols(sel[None].int(), k_pad)[0])
         segments.append(Segment(b, wo, ko, po, k, k_pad))
         wo, ko, po = wo + w.numel(), ko + k_pad, po + planes[-1].numel()
@@ -264,7 +277,7 @@ def values(w, h, t0, t1, t2, t3, t4, t5, t6, t7, TT, pk, ok, B: tl.constexpr, AS
     ``h``, 3 bits), ``t0 .. t7`` the columns' plane words ``(KR, 1)``: fp32, or with ``HALF`` and ``ASM`` the
     fp16 entries themselves (for ``tl.dot``). ``ASM``: inline PTX (PRMT); else (Triton's interpreter) the
     codes by shifts and their entries gathered from the planes at ``TT + pk`` (``pk`` ``(KR, 1, 1)``: each
-    column's first plane word; ``ok``: the columns there are)."""
+    column's first plane word, the next ones :data:`PB` apart; ``ok``: the columns there are)."""
     if ASM:
         D = tl.float16 if HALF else tl.float32
         OUT: tl.constexpr = "=h," if HALF else "=f,"
@@ -297,8 +310,9 @@ def values(w, h, t0, t1, t2, t3, t4, t5, t6, t7, TT, pk, ok, B: tl.constexpr, AS
             q = q | (((h[:, :, None] >> (g + 4 * (r % 4))) & 1) << 2)
         HALF: tl.constexpr = 4 if B == 4 else 2 if B == 3 else 1
         byte = 8 * (q & 3)
-        lo = (tl.load(TT + pk + (q >> 2), mask=ok, other=0) >> byte) & 0xFF
-        hi = (tl.load(TT + pk + HALF + (q >> 2), mask=ok, other=0) >> byte) & 0xFF
+        S: tl.constexpr = 32 if B == 4 else 1  # PB
+        lo = (tl.load(TT + pk + (q >> 2) * S, mask=ok, other=0) >> byte) & 0xFF
+        hi = (tl.load(TT + pk + (HALF + (q >> 2)) * S, mask=ok, other=0) >> byte) & 0xFF
         v = (lo | (hi << 8)).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
     return v
 
@@ -307,13 +321,26 @@ def values(w, h, t0, t1, t2, t3, t4, t5, t6, t7, TT, pk, ok, B: tl.constexpr, AS
 
 
 @triton.jit
+def plane_offsets(po, ks, B: tl.constexpr):
+    """Where the first plane word of columns ``ks`` ``(KR,)`` is (:func:`block_planes`; word ``i`` is ``PB i``
+    further)."""
+    TWB: tl.constexpr = 8 if B == 4 else 4 if B == 3 else 2
+    if B == 4:  # blocks of 32 columns: runs of 32 contiguous offsets
+        off = tl.max_contiguous(tl.multiple_of(po + (ks // 32) * (32 * TWB) + ks % 32, 32), 32)
+    else:
+        off = po + ks * TWB
+    return off
+
+
+@triton.jit
 def load_planes(TT, po, ks, ok, B: tl.constexpr):
     """The ``TW`` plane words of columns ``ks`` ``(KR,)`` as ``(KR,)`` int32 tiles ``t0 .. t7`` (unused ones
-    zero)."""
+    zero): each one coalesced load across the columns."""
     TWB: tl.constexpr = 8 if B == 4 else 4 if B == 3 else 2
-    p = TT + po + ks * TWB
+    S: tl.constexpr = 32 if B == 4 else 1  # PB
+    p = TT + plane_offsets(po, ks, B)
     t0 = tl.load(p, mask=ok, other=0)
-    t1 = tl.load(p + 1, mask=ok, other=0)
+    t1 = tl.load(p + S, mask=ok, other=0)
     t2 = tl.zeros_like(t0)
     t3 = tl.zeros_like(t0)
     t4 = tl.zeros_like(t0)
@@ -321,13 +348,13 @@ def load_planes(TT, po, ks, ok, B: tl.constexpr):
     t6 = tl.zeros_like(t0)
     t7 = tl.zeros_like(t0)
     if TWB > 2:
-        t2 = tl.load(p + 2, mask=ok, other=0)
-        t3 = tl.load(p + 3, mask=ok, other=0)
+        t2 = tl.load(p + 2 * S, mask=ok, other=0)
+        t3 = tl.load(p + 3 * S, mask=ok, other=0)
     if TWB > 4:
-        t4 = tl.load(p + 4, mask=ok, other=0)
-        t5 = tl.load(p + 5, mask=ok, other=0)
-        t6 = tl.load(p + 6, mask=ok, other=0)
-        t7 = tl.load(p + 7, mask=ok, other=0)
+        t4 = tl.load(p + 4 * S, mask=ok, other=0)
+        t5 = tl.load(p + 5 * S, mask=ok, other=0)
+        t6 = tl.load(p + 6 * S, mask=ok, other=0)
+        t7 = tl.load(p + 7 * S, mask=ok, other=0)
     return t0, t1, t2, t3, t4, t5, t6, t7
 
 
@@ -363,7 +390,6 @@ def segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, wo, 
     after the loop; batches add each iteration's ``tl.dot`` into ``acc``."""
     RPW: tl.constexpr = 16 if B == 3 else 32 // B
     BNW: tl.constexpr = 32 // RPW  # BT / RPW
-    TWB: tl.constexpr = 8 if B == 4 else 4 if B == 3 else 2
     if BLOCK_M == 1:
         acc3 = tl.zeros((KR, BNW, RPW), dtype=tl.float32)
     span = tl.cdiv(tl.cdiv(k_pad, SPLIT), KR) * KR
@@ -386,7 +412,7 @@ def segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, wo, 
         tn0, tn1, tn2, tn3, tn4, tn5, tn6, tn7 = load_planes(TT, po, kn, kn < hi, B)
         kc = k0 + tl.arange(0, KR)
         v = values(w, h, t0[:, None], t1[:, None], t2[:, None], t3[:, None], t4[:, None], t5[:, None], t6[:, None],
-                   t7[:, None], TT, (po + kc * TWB)[:, None, None], (kc < hi)[:, None, None],
+                   t7[:, None], TT, plane_offsets(po, kc, B)[:, None, None], (kc < hi)[:, None, None],
                    B, ASM, BLOCK_M > 1)
         if BLOCK_M == 1:
             acc3 += v * x.to(tl.float32)[:, None, None]
@@ -406,9 +432,10 @@ def column_table_kernel(X, Y, Q, QH, TT, PERM, PTR, OROW, OCOL, OVAL, M, N, stri
                         HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr):
     """``Y[m, n] += sum_k X[m, perm(k)] T[k, q[n, k]]`` over the columns of one segment's part, for row tile
     ``program_id(0)`` (of :data:`BT` rows) and rows ``program_id(1)`` of ``X``: ``program_id(2)`` is segment
-    ``% NSEG``, part ``// NSEG`` of its columns (``NSEG = PARTS / SPLIT`` segments). Up to four segments of widths ``B0..B3`` (0: absent;
-    first word ``WO``, first kernel column ``KO``, first plane word ``PO``, padded and valid columns ``KP``,
-    ``KV``); ``PARTS`` = segments x ``SPLIT`` programs add into each output (atomically where more than one)."""
+    ``% NSEG``, part ``// NSEG`` of its columns (``NSEG = PARTS / SPLIT`` segments). Up to four segments of widths
+    ``B0..B3`` (0: absent; first word ``WO``, first kernel column ``KO``, first plane word ``PO``, padded and
+    valid columns ``KP``, ``KV``); ``PARTS`` = segments x ``SPLIT`` programs add into each output (atomically
+    where more than one)."""
     tile = tl.program_id(0)
     pid_m = tl.program_id(1)
     z = tl.program_id(2)  # segment z % (PARTS / SPLIT), its part z // (PARTS / SPLIT) along K
