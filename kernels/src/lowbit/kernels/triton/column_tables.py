@@ -449,10 +449,7 @@ def column_table_kernel(X, Y, Q, QH, TT, PERM, PTR, OROW, OCOL, OVAL, M, N, stri
         o_first, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
                                                        z, 32, OUT_CHUNK, PARTS)
     acc = tl.zeros((BLOCK_M, 32), dtype=tl.float32)
-    if B1 == 0:  # one width: every program runs its loop (no branch)
-        acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO0, KO0, PO0, KP0, KV0, B0,
-                      KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
-    elif seg == 0:
+    if seg == 0:  # (one width: NSEG = 1, seg folds to 0 and the branch away)
         acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO0, KO0, PO0, KP0, KV0, B0,
                       KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
     if B1 > 0:
