@@ -2,6 +2,7 @@
 # A/B of column-table kernel versions on the GPU (session 19): the same random weights, rotated copies, one CUDA
 # graph (benchmarks/gpu_kernels.py's Timer), at fixed configurations, versions interleaved. From the repository root:
 #   python3 docs/results/kernels/ab_v9/ab.py OUT.json VERSION.. (files docs/results/kernels/ab_v9/VERSION.py)
+# AB_FORMATS (table4,table3,table2,mixed), AB_SHAPES (4096x4096,4096x11008) and AB_MIXED_CONFIGS=1 narrow it.
 import importlib.util, json, sys, os
 sys.path.insert(0, "benchmarks")
 import torch
@@ -18,9 +19,14 @@ timer = Timer(dev, 20)
 l2 = torch.cuda.get_device_properties(dev).L2_cache_size
 CONFIGS = {1: [(32, 512, 16, 1, 1), (32, 256, 8, 1, 1), (32, 1024, 8, 1, 1), (32, 128, 4, 1, 1)],
            16: [(32, 64, 4, 1, 4), (32, 128, 4, 1, 2)]}
+if os.environ.get("AB_MIXED_CONFIGS"):  # the mixed kernel's chosen configurations (v9 sweeps)
+    CONFIGS = {1: [(32, 128, 4, 1, 2), (32, 128, 4, 1, 1), (32, 256, 8, 1, 1), (32, 512, 16, 1, 1)],
+               16: [(32, 64, 4, 1, 4), (32, 128, 4, 1, 4)]}
 rows = []
-for fmt in ("table4", "table3", "table2", "mixed"):
-    for n, k in ((4096, 4096), (4096, 11008)):
+FORMATS = os.environ.get("AB_FORMATS", "table4,table3,table2,mixed").split(",")
+SHAPES = [tuple(map(int, s.split("x"))) for s in os.environ.get("AB_SHAPES", "4096x4096,4096x11008").split(",")]
+for fmt in FORMATS:
+    for n, k in SHAPES:
         bits = random_widths(k, (2, 3, 4), 0, dev) if fmt == "mixed" else int(fmt[-1])
         qw = random_table(n, k, bits, 0, dev)
         for m, cfgs in CONFIGS.items():
