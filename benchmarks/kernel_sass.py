@@ -37,7 +37,7 @@ POINTER_TYPES = {"Q": "*i32", "QH": "*i16", "TT": "*i32", "Q0": "*i32", "Q1": "*
                  "C": "*i16", "PTR": "*i32", "OROW": "*i16", "OCOL": "*i16", "PERM": "*i32"}
 
 
-KERNELS = ("common", "uniform", "additive", "table")
+KERNELS = ("common", "uniform", "additive", "table", "column_tables")  # column_tables: session 18 on
 
 
 def kernel_modules(ref: str | None) -> dict[str, ModuleType]:
@@ -49,13 +49,16 @@ def kernel_modules(ref: str | None) -> dict[str, ModuleType]:
     pkg = os.path.join(root, "lowbit_ref_kernels")
     os.makedirs(pkg)
     open(os.path.join(pkg, "__init__.py"), "w").close()
+    names = []
     for name in KERNELS:
-        src = subprocess.run(["git", "show", f"{ref}:kernels/src/lowbit/kernels/triton/{name}.py"],
-                             capture_output=True, text=True, check=True).stdout
-        with open(os.path.join(pkg, f"{name}.py"), "w") as f:
-            f.write(src)
+        got = subprocess.run(["git", "show", f"{ref}:kernels/src/lowbit/kernels/triton/{name}.py"],
+                             capture_output=True, text=True)
+        if got.returncode == 0:  # a module the commit has
+            with open(os.path.join(pkg, f"{name}.py"), "w") as f:
+                f.write(got.stdout)
+            names.append(name)
     sys.path.insert(0, root)
-    return {name: importlib.import_module(f"lowbit_ref_kernels.{name}") for name in KERNELS}
+    return {name: importlib.import_module(f"lowbit_ref_kernels.{name}") for name in names}
 
 
 def compile_sass(fn, constexprs: dict, num_warps: int, num_stages: int) -> str:
@@ -95,6 +98,29 @@ def longest_loop(sass: str) -> list[str]:
 
 def opcode_counts(loop: list[str]) -> Counter:
     return Counter(re.sub(r"^@!?U?P\w+\s+", "", x).split()[0].split(".")[0] for x in loop)
+
+
+def column_table_rows(column_tables: ModuleType) -> list[tuple]:
+    """The column-table kernel (session 18 on): GEMVs of one width (4 and 2 bits) at the H100's chosen
+    configurations, the mixed 2/3/4-bit kernel (input indices, outliers; the longest of its three loops),
+    and batches of 16 (``tl.dot``, split K by 4). ``PARTS`` (segments x split, session 19) is passed where
+    the kernel takes it."""
+    rows = []
+    bt = column_tables.BT
+    cases = [(f"{b}-bit", dict(B0=b, B1=0, B2=0, B3=0, HAS_PERM=False, HAS_OUT=False), 1, 1, kr, nw)
+             for b in (4, 2) for kr, nw in [(512, 16), (256, 8), (256, 4)]]
+    cases += [("mixed 2/3/4", dict(B0=2, B1=3, B2=4, B3=0, HAS_PERM=True, HAS_OUT=True), 1, 3, kr, nw)
+              for kr, nw in [(512, 16), (256, 8), (128, 4)]]
+    cases += [(f"{b}-bit batch 16", dict(B0=b, B1=0, B2=0, B3=0, HAS_PERM=False, HAS_OUT=False), 16, 1, 64, 4)
+              for b in (4, 2)]
+    for fmt, widths, bm, segs, kr, nw in cases:
+        split = 4 if bm > 1 else 1
+        const = dict(widths, KR=kr, SPLIT=split, PARTS=segs * split, BLOCK_M=bm, OUT_CHUNK=32, ASM=True)
+        sass = compile_sass(column_tables.column_table_kernel, const, nw, 1)
+        spills = len(re.findall(r"\b(?:LDL|STL)\b", sass))
+        rows.append(("column tables" + (f" ({spills} spill loads/stores)" if spills else ""), fmt,
+                     (bt, kr, nw, 1), bt * kr / (32 * nw), longest_loop(sass)))
+    return rows
 
 
 def main() -> None:
@@ -146,15 +172,7 @@ def main() -> None:
                 rows.append(("table", f"{bits}-bit", (bn, words, nw, ns), bn * words * per / (32 * nw),
                              longest_loop(compile_sass(table.table_kernel, const, nw, ns))))
     else:
-        from lowbit.kernels.triton import column_tables
-
-        for bits in (4, 2):
-            for kr, nw in [(512, 16), (256, 8), (256, 4)]:
-                const = dict(B0=bits, B1=0, B2=0, B3=0, KR=kr, SPLIT=1, PARTS=1, HAS_PERM=False, HAS_OUT=False,
-                             BLOCK_M=1, OUT_CHUNK=32, ASM=True)
-                rows.append(("column tables", f"{bits}-bit", (column_tables.BT, kr, nw, 1),
-                             column_tables.BT * kr / (32 * nw),
-                             longest_loop(compile_sass(column_tables.column_table_kernel, const, nw, 1))))
+        rows += column_table_rows(mods["column_tables"])
     print(f"kernels: {a.ref or 'this checkout'}\n\n| kernel | format | config (block_n, words, warps, stages) | "
           "weights/thread/iteration | loop instructions | per weight | top opcodes |\n|---|---|---|---|---|---|---|")
     out = []

@@ -20,9 +20,9 @@ so those widths keep column order. On the GPU (:func:`values`, inline PTX) one `
 four codes' entries from up to 8 bytes and one their high bytes (16 entries: two each and a third by bit 3 of the
 code), two more interleave them into four fp16 and ``cvt.f32.f16`` widens them; no memory access per code (a 2-byte
 gather per code, the lookup until session 18, bound the GEMV by the L1 pipe). The compiled sm_90 GEMV loop is
-6.6-6.9 instructions a code at 4 bits and 4.4-4.5 at 2 bits, loads and FFMA included
-(``benchmarks/kernel_sass.py``). Under Triton's interpreter (no inline assembly), or on a GPU that is not NVIDIA's,
-the same values come from shifts and a gather of the planes.
+6.8-8.0 instructions a code at 4 bits (6.7-6.8 before the plane blocks) and 4.5-4.6 at 2 bits, loads and FFMA
+included (``benchmarks/kernel_sass.py``, Triton 3.6 and 3.9). Under Triton's interpreter (no inline assembly), or on
+a GPU that is not NVIDIA's, the same values come from shifts and a gather of the planes.
 
 **GEMV**: a program takes one row tile and ``KR`` columns an iteration (the next iteration's words,
 activations and table planes loaded before this one's arithmetic), accumulates ``v x`` in fp32 in a
