@@ -1,6 +1,6 @@
-"""Instructions per code in the compiled GEMV loops, without a GPU: the Triton kernels compiled for sm_90
-(H100) with the ``ptxas`` and ``nvdisasm`` shipped in the Triton wheel, the longest loop of the SASS
-counted and divided by the codes one thread handles per iteration,
+"""Instructions per code in the compiled GEMV loops (and the column tables' batch loops), without a GPU:
+the Triton kernels compiled for sm_90 (H100) with the ``ptxas`` and ``nvdisasm`` shipped in the Triton
+wheel, the longest loop of the SASS counted and divided by the codes one thread handles per iteration,
 
     codes per thread = BLOCK_N * BLOCK_K / (32 * num_warps),
 

@@ -317,3 +317,17 @@ def test_tuned_configs_round_trip(tmp_path, monkeypatch) -> None:
     path.write_text(json.dumps({key: dataclasses.asdict(best)}))
     assert common.load_tuned(gpu) == {key: best}
     assert common.load_tuned("another GPU") == {}
+
+
+def test_table_mixed_bf16_adds_in_fp32() -> None:
+    """Mixed widths always add their segments' partials atomically; with bf16 activations they go through
+    an fp32 buffer (the interpreter has no bf16 atomic add, and a bf16 partial keeps 8 bits) and come back
+    in bf16. 4-bit columns take a multiple of 32 columns an iteration."""
+    bits = random_widths(96, (2, 4), 5, DEVICE)
+    qw = random_table(40, 96, bits, seed=5, device=DEVICE, n_outliers=5)
+    state = column_tables.prepare(qw)
+    for m, config in [(1, Config(32, 32, 4, 1, 1)), (1, Config(32, 64, 4, 1, 2))]:
+        x = xs(m, 96, m).to(torch.bfloat16)
+        check(qw, column_tables.run(state, x, config), x)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        column_tables.run(state, xs(1, 96, 0), Config(32, 16, 4, 1, 1))

@@ -160,7 +160,7 @@ def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
         BLOCK_J=block_j, SPLIT=c.split_k, SPLIT_GROUPS=split_blocks(n_groups, block_j, c.split_k),
         OUT_CHUNK=out_chunk(c.block_n, st.outliers), PREFETCH=loads_ahead(c, bm), num_warps=c.num_warps,
         num_stages=gather_stages(c, bm))
-    return y
+    return y.to(x.dtype)
 
 
 def tuning(st: AdditiveState, xa: Tensor) -> tuple[tuple, list[Config]]:

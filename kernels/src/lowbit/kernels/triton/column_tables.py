@@ -26,8 +26,9 @@ a GPU that is not NVIDIA's, the same values come from shifts and a gather of the
 
 **GEMV**: a program takes one row tile and ``KR`` columns an iteration (the next iteration's words,
 activations and table planes loaded before this one's arithmetic), accumulates ``v x`` in fp32 in a
-``(KR, BT / RPW, RPW)`` tile and reduces it over K once. **Batches**: the looked-up ``(KR, BT)`` tile (the
-fp16 entries as the PRMTs leave them, no widening; in the activations' dtype) goes to ``tl.dot``.
+``(KR, BT / RPW, RPW)`` tile and reduces it over K once. **Batches**: the looked-up ``(KR, BT)`` tile (on
+NVIDIA GPUs the fp16 entries as the PRMTs leave them, no widening; in the activations' dtype) goes to
+``tl.dot``.
 ``split_k`` programs share a row tile along K and add their partials atomically (into a zero-filled
 ``y``).
 
@@ -73,6 +74,7 @@ MAX_SEGMENTS = 4
 RPW = {1: 32, 2: 16, 3: 16, 4: 8}  # rows per word
 TW = {1: 2, 2: 2, 3: 4, 4: 8}  # int32 table-plane words per column
 PB = {1: 1, 2: 1, 3: 1, 4: 32}  # columns per block of the planes (block_planes)
+PB4 = tl.constexpr(PB[4])  # the kernel's copy (jit functions read module constants as tl.constexpr)
 GROUP_SHIFT = {1: (0, 1, 2, 3, 16, 17, 18, 19), 2: (0, 2, 16, 18), 3: (0, 2, 16, 18), 4: (0, 16)}
 
 # GEMV: long runs of K per program (on the H100 the sweeps chose 128-1024 columns an iteration, 4-16 warps
@@ -308,11 +310,11 @@ def values(w, h, t0, t1, t2, t3, t4, t5, t6, t7, TT, pk, ok, B: tl.constexpr, AS
         q = (w[:, :, None] >> (gs + 4 * (r % 4))) & ((1 << LOW) - 1)
         if B == 3:
             q = q | (((h[:, :, None] >> (g + 4 * (r % 4))) & 1) << 2)
-        HALF: tl.constexpr = 4 if B == 4 else 2 if B == 3 else 1
+        HI: tl.constexpr = 4 if B == 4 else 2 if B == 3 else 1  # first plane word of the high bytes
         byte = 8 * (q & 3)
-        S: tl.constexpr = 32 if B == 4 else 1  # PB
+        S: tl.constexpr = PB4 if B == 4 else 1
         lo = (tl.load(TT + pk + (q >> 2) * S, mask=ok, other=0) >> byte) & 0xFF
-        hi = (tl.load(TT + pk + (HALF + (q >> 2)) * S, mask=ok, other=0) >> byte) & 0xFF
+        hi = (tl.load(TT + pk + (HI + (q >> 2)) * S, mask=ok, other=0) >> byte) & 0xFF
         v = (lo | (hi << 8)).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
     return v
 
@@ -325,8 +327,8 @@ def plane_offsets(po, ks, B: tl.constexpr):
     """Where the first plane word of columns ``ks`` ``(KR,)`` is (:func:`block_planes`; word ``i`` is ``PB i``
     further)."""
     TWB: tl.constexpr = 8 if B == 4 else 4 if B == 3 else 2
-    if B == 4:  # blocks of 32 columns: runs of 32 contiguous offsets
-        off = tl.max_contiguous(tl.multiple_of(po + (ks // 32) * (32 * TWB) + ks % 32, 32), 32)
+    if B == 4:  # blocks of 32 columns: runs of 32 contiguous offsets (KR a multiple of 32: _launch)
+        off = tl.max_contiguous(tl.multiple_of(po + (ks // PB4) * (PB4 * TWB) + ks % PB4, PB4), PB4)
     else:
         off = po + ks * TWB
     return off
@@ -337,7 +339,7 @@ def load_planes(TT, po, ks, ok, B: tl.constexpr):
     """The ``TW`` plane words of columns ``ks`` ``(KR,)`` as ``(KR,)`` int32 tiles ``t0 .. t7`` (unused ones
     zero): each one coalesced load across the columns."""
     TWB: tl.constexpr = 8 if B == 4 else 4 if B == 3 else 2
-    S: tl.constexpr = 32 if B == 4 else 1  # PB
+    S: tl.constexpr = PB4 if B == 4 else 1
     p = TT + plane_offsets(po, ks, B)
     t0 = tl.load(p, mask=ok, other=0)
     t1 = tl.load(p + S, mask=ok, other=0)
@@ -483,6 +485,8 @@ def _launch(st: ColumnTableState, x: Tensor, c: Config) -> Tensor:
     iteration."""
     if x.shape[1] != st.shape[1]:
         raise ValueError(f"x has {x.shape[1]} inputs, the weight {st.shape[1]}")
+    if any(c.words % PB[s.bits] for s in st.segments):
+        raise ValueError(f"4-bit column tables take a multiple of {PB[4]} columns an iteration, not {c.words}")
     m, n = x.shape[0], st.shape[0]
     bm = block_m(m)
     parts = len(st.segments) * c.split_k
@@ -496,7 +500,7 @@ def _launch(st: ColumnTableState, x: Tensor, c: Config) -> Tensor:
         HAS_PERM=st.cols is not None,
         HAS_OUT=st.outliers is not None, BLOCK_M=bm, OUT_CHUNK=out_chunk(BT, st.outliers),
         ASM=compiled_ptx(x), num_warps=c.num_warps, num_stages=1)
-    return y
+    return y.to(x.dtype)
 
 
 def tuning(st: ColumnTableState, xa: Tensor) -> tuple[tuple, list[Config]]:

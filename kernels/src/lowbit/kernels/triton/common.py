@@ -21,7 +21,8 @@ K, ``GPI`` blocks (``BLOCK_K = GPI KB`` inputs) per iteration; blocks past K are
 be a multiple of ``BLOCK_K``; the uniform GEMV masks only their codes, scales and offsets and reads the
 last block's activations, unmasked). With ``split_k = 1`` one launch writes ``y`` in the activations' dtype
 (no zero-fill, atomics or cast); with ``split_k > 1`` (chosen by the tuner, see :class:`Config`)
-programs ``pid_k`` sum consecutive ranges of ``SPLIT_BLOCKS`` blocks and add into a zero-filled ``y``.
+programs ``pid_k`` sum consecutive ranges of ``SPLIT_BLOCKS`` blocks and add into a zero-filled ``y``
+(:func:`output`; so do the width segments of mixed column tables).
 A batch of one row is a GEMV: an fp32 ``(BLOCK_N, GPI, WB)``
 accumulator gets ``w x`` elementwise, reduced over K once after the loop (no reduction per
 iteration). Larger batches dequantize each shift's tile to fp16 and ``tl.dot`` it (fp32 accumulation;
@@ -280,12 +281,12 @@ def outliers_end(acc, first, end, r, d, xv, X, stride_xm, offs_m, m_mask, offs_n
 
 
 @triton.jit
-def store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT: tl.constexpr):
-    """Write the ``(BLOCK_M, BLOCK_N)`` tile in ``Y``'s dtype (split K: add it atomically; bf16 atomic
-    adds are native from sm_90, and Triton's interpreter has none, so the CPU tests split fp16 only)."""
+def store_y(Y, acc, offs_m, m_mask, offs_n, N, PARTS: tl.constexpr):
+    """Write the ``(BLOCK_M, BLOCK_N)`` tile in ``Y``'s dtype, or with ``PARTS`` > 1 programs adding into
+    each output (split K, segments) add it atomically (``Y`` zero-filled, fp16 or fp32: :func:`output`)."""
     ptr = Y + offs_m[:, None] * N + offs_n[None, :]
     mask = m_mask[:, None] & (offs_n < N)[None, :]
-    if SPLIT > 1:
+    if PARTS > 1:
         tl.atomic_add(ptr, acc.to(Y.dtype.element_ty), mask=mask, sem="relaxed")
     else:
         tl.store(ptr, acc.to(Y.dtype.element_ty), mask=mask)
@@ -395,10 +396,14 @@ def gather_stages(c: Config, bm: int) -> int:
 
 
 def output(m: int, n: int, parts: int, like: Tensor) -> Tensor:
-    """The ``(m, n)`` output in ``like``'s dtype: zero-filled where ``parts`` > 1 programs add their partials
-    into each output atomically (split K)."""
-    make = torch.zeros if parts > 1 else torch.empty
-    return make(m, n, dtype=like.dtype, device=like.device)
+    """The ``(m, n)`` output of a launch: in ``like``'s dtype, or where ``parts`` > 1 programs add their
+    partials into each output atomically (split K, the segments of mixed column tables) zero-filled, and
+    in fp32 for bf16 activations: a bf16 partial keeps 8 bits, and Triton's interpreter has no bf16
+    atomic add. The launch returns ``y.to(like.dtype)`` (a cast only in that case)."""
+    if parts == 1:
+        return torch.empty(m, n, dtype=like.dtype, device=like.device)
+    dtype = torch.float32 if like.dtype == torch.bfloat16 else like.dtype
+    return torch.zeros(m, n, dtype=dtype, device=like.device)
 
 
 def split_blocks(n_blocks: int, gpi: int, split_k: int) -> int:

@@ -342,7 +342,7 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
         GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k),
         OUT_CHUNK=out_chunk(c.block_n, st.outliers), ASM=x.is_cuda, PREFETCH=loads_ahead(c, bm),
         num_warps=c.num_warps, num_stages=c.num_stages)
-    return y
+    return y.to(x.dtype)
 
 
 def tuning(st: UniformState, xa: Tensor) -> tuple[tuple, list[Config]]:
