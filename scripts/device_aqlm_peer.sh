@@ -4,6 +4,7 @@
 # carry it), build the kernels (nvcc from /usr/local/cuda, about 30 s on the H100 machine), then run the layer
 # benchmark for the additive formats, whose rows include the package's kernels as peers.
 # Usage (from the repository root, on the GPU machine): bash scripts/device_aqlm_peer.sh OUTDIR [BENCHMARK ARGS...]
+# (AQ_TIMEOUT: the benchmark's time limit in seconds, 220 unless set; pass a matching --budget-s for sweeps)
 set -uo pipefail
 OUT=${1:?usage: scripts/device_aqlm_peer.sh OUTDIR [BENCHMARK ARGS...]}
 shift
@@ -15,5 +16,5 @@ export PATH=/tmp/pyaq/bin:/usr/local/cuda/bin:$PATH PYTHONPATH=/tmp/pyaq:$PYTHON
 (time timeout 300 python3 -c "import aqlm.inference_kernels.cuda_kernel; print('aqlm cuda kernels built')") \
     > "$OUT/aqlm_build.log" 2>&1
 tail -4 "$OUT/aqlm_build.log"
-timeout 220 python3 benchmarks/gpu_kernels.py --batches 1 16 --replays 20 --only aqlm --skip-decode --budget-s 200 \
+timeout ${AQ_TIMEOUT:-220} python3 benchmarks/gpu_kernels.py --batches 1 16 --replays 20 --only aqlm --skip-decode --budget-s 200 \
     --json "$OUT/gpu_kernels_aqlm_peer.json" "$@" 2>&1 | tee "$OUT/gpu_kernels_aqlm_peer.log" | grep "^| aqlm\|^| fp16"

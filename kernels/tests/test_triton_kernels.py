@@ -184,10 +184,22 @@ def test_additive_paths(m_b: tuple[int, int]) -> None:
     qw = random_additive(40, 200, *m_b, seed=5, device=DEVICE, n_outliers=6)
     state = additive.prepare(qw)
     paths = [(1, Config(32, 16)), (1, Config(8, 128)), (1, Config(16, 64, 4, 1)), (4, Config(32, 32)),
-             (17, Config(64, 64))] + SPLIT_PATHS
+             (17, Config(64, 64)), (1, Config(256, 16, 4, 2, 8)), (1, Config(128, 8, 4, 1, 3))] + SPLIT_PATHS
     for m, config in paths:
         x = xs(m, 200, m)
         check(qw, additive.run(state, x, config), x)
+
+
+@pytest.mark.parametrize("m_b", [(2, 8), (1, 8), (3, 4)])
+def test_additive_dot_table(m_b: tuple[int, int]) -> None:
+    """``LUT[j, i 2^B + c] = <x[8j:8j+8], C_i[c]>`` for every group, codebook and codeword."""
+    qw = random_additive(8, 72, *m_b, seed=2, device=DEVICE)
+    state = additive.prepare(qw)
+    x = xs(1, 72, 4)
+    ref = torch.einsum("jt,ict->jic", x.float().reshape(9, 8), qw.codebooks.float().to(x.device)).reshape(9, -1)
+    lut = additive.dot_table(state, x)
+    torch.testing.assert_close(lut[:9], ref, rtol=1e-5, atol=1e-5)
+    assert (lut[9] == 0).all()
 
 
 def test_additive_large_values_stay_finite() -> None:

@@ -42,7 +42,6 @@ row tile. Sparse outliers are added by the programs of a row tile in turn (chunk
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +55,7 @@ from .common import (
     Config,
     Outliers,
     block_m,
+    compiled_ptx,
     grid_outliers,
     out_chunk,
     outlier_args,
@@ -473,11 +473,6 @@ def column_table_kernel(X, Y, Q, QH, TT, PERM, PTR, OROW, OCOL, OVAL, M, N, stri
 
 
 # ------------------------------------------------------------------------------------------------- launch
-
-
-def compiled_ptx(x: Tensor) -> bool:
-    """Whether the kernel runs compiled on an NVIDIA GPU (inline PTX), not in Triton's interpreter or on ROCm."""
-    return x.device.type == "cuda" and torch.version.hip is None and os.environ.get("TRITON_INTERPRET") != "1"
 
 
 def _launch(st: ColumnTableState, x: Tensor, c: Config) -> Tensor:

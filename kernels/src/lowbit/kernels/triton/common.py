@@ -474,6 +474,11 @@ def run_tuned(st: object, x: Tensor, tuning: Callable[[object, Tensor], tuple[tu
     return launch(st, xa, config).to(x.dtype)
 
 
+def compiled_ptx(x: Tensor) -> bool:
+    """Whether the kernel runs compiled on an NVIDIA GPU (inline PTX), not in Triton's interpreter or on ROCm."""
+    return x.device.type == "cuda" and torch.version.hip is None and os.environ.get("TRITON_INTERPRET") != "1"
+
+
 def as_activations(x: Tensor) -> Tensor:
     """``x`` ``(M, K)`` as contiguous fp16 (bf16 kept): the kernels' activation dtype."""
     if x.dtype not in (torch.float16, torch.bfloat16):
