@@ -1,11 +1,13 @@
 """Additive codebooks (AQLM, arXiv 2401.06118): ``W_hat[n, 8j:8j+8] = s[n] sum_m C_m[code[n, j, m]]``, g = 8.
 
 Layout built once by :func:`prepare`: the M codes of each (row n, group j) in one int16 word
-``sum_m code_m << (m B)`` (M B <= 16: "2x8" and "1x16", 2 bits per weight), stored ``(d_in / 8, d_out)``
-row-major, transposed: the words of one group are contiguous over the rows, so a warp's 16-byte loads
-cover 256 consecutive rows of one group (and with split K a program streams a range of groups);
-codebooks ``(M, 2^B, 8)`` fp16; scales ``(d_out,)`` fp16, applied once per row after the reduction
-(``y_n = s_n sum_j <x_j, sum_m C_m[c_njm]>``).
+``sum_m code_m << (m B)`` (M B <= 16: "2x8" and "1x16", 2 bits per weight), a ``(d_out, d_in / 8)``
+matrix stored with the rows contiguous for codebooks of B <= 8 bits (strides ``(1, d_out)``: a warp's
+16-byte loads cover 256 consecutive rows of one group, as the table GEMV below wants) and with the groups
+contiguous for 1x16 (K-contiguous per output row: a program owning ``BLOCK_N`` rows streams ``BLOCK_N``
+contiguous runs; the 1x16 GEMV took 1.1-1.2x the time with the rows contiguous at the tuned
+configurations, docs/results.md, v10); codebooks ``(M, 2^B, 8)`` fp16; scales ``(d_out,)`` fp16, applied
+once per row after the reduction (``y_n = s_n sum_j <x_j, sum_m C_m[c_njm]>``).
 
 **GEMV with a table of dot products** (codebooks of B <= 8 bits: 2x8; AQLM's batch-1 trick, as in its
 CPU kernels): a first small kernel (:func:`dots_kernel`) computes, for this call's activations, every
@@ -78,7 +80,7 @@ LUT_CONFIGS = [Config(256, 16, 4, 2, 8), Config(256, 32, 4, 2, 8), Config(256, 1
 class AdditiveState:
     """The kernel layout of one additive weight (see the module docstring)."""
 
-    codes: Tensor  # (d_in / 8, d_out) int16: sum_m code_m << (m B)
+    codes: Tensor  # (d_out, d_in / 8) int16: sum_m code_m << (m B); strides (1, d_out) for B <= 8
     codebooks: Tensor  # (M, 2^B, 8) fp16
     scales: Tensor  # (d_out,) fp16
     outliers: Outliers | None
@@ -94,8 +96,9 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Ad
     d_out, d_in = qw.shape
     n_cb, b = qw.codes.shape[-1], int(qw.bits)
     codes = qw.codes.to(dev).long()
-    word = sum(codes[..., m] << (m * b) for m in range(n_cb))  # (d_out, J)
-    return AdditiveState(signed_bits(word.T, 16, torch.int16).contiguous(),
+    word = signed_bits(sum(codes[..., m] << (m * b) for m in range(n_cb)), 16, torch.int16)  # (d_out, J)
+    word = word.T.contiguous().T if b <= LUT_BITS else word.contiguous()  # B <= 8: stored (J, d_out)
+    return AdditiveState(word,
                          qw.codebooks.to(dev, torch.float16).contiguous(),
                          qw.scales.to(dev, torch.float16).reshape(-1).contiguous(), grid_outliers(qw, dev), n_cb, b,
                          (d_out, d_in))
@@ -134,16 +137,18 @@ def gather(ptr, ASM: tl.constexpr):
 
 
 @triton.jit
-def load_codes(C, offs_n, N, j0, j_end, BLOCK_J: tl.constexpr):
-    """The ``(BLOCK_N, BLOCK_J)`` code words of rows ``offs_n`` (0 past ``N``) and groups ``j0 ..`` (those
-    before ``j_end``) as unsigned int32 (masked, not clamped, rows: 16-byte loads)."""
+def load_codes(C, offs_n, N, stride_cn, stride_cj, j0, j_end, BLOCK_J: tl.constexpr):
+    """The ``(BLOCK_N, BLOCK_J)`` code words ``C[n, j]`` of rows ``offs_n`` (0 past ``N``) and groups ``j0 ..``
+    (those before ``j_end``) as unsigned int32 (rows masked, not clamped: a stride of 1 along the rows
+    keeps 16-byte loads)."""
     jj = j0 + tl.arange(0, BLOCK_J)
-    c = tl.load(C + jj[None, :] * N + offs_n[:, None], mask=(offs_n < N)[:, None] & (jj < j_end)[None, :], other=0)
+    c = tl.load(C + offs_n[:, None] * stride_cn + jj[None, :] * stride_cj,
+                mask=(offs_n < N)[:, None] & (jj < j_end)[None, :], other=0)
     return c.to(tl.int32) & 0xFFFF
 
 
 @triton.jit
-def additive_kernel(X, LUT, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, n_groups,
+def additive_kernel(X, LUT, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, stride_cn, stride_cj, n_groups,
                     NCB: tl.constexpr, B: tl.constexpr, USE_LUT: tl.constexpr, HAS_OUT: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, SPLIT: tl.constexpr,
                     SPLIT_GROUPS, OUT_CHUNK: tl.constexpr, PREFETCH: tl.constexpr, ASM: tl.constexpr):
@@ -171,15 +176,15 @@ def additive_kernel(X, LUT, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_
     else:
         acc = zeros_acc(BLOCK_M, BLOCK_N, BLOCK_J, 1)
     if PREFETCH:
-        cn = load_codes(C, offs_n, N, j_start, j_end, BLOCK_J)
+        cn = load_codes(C, offs_n, N, stride_cn, stride_cj, j_start, j_end, BLOCK_J)
     for j0 in range(j_start, j_end, BLOCK_J):
         jj = j0 + tl.arange(0, BLOCK_J)
         ok = jj < j_end
         if PREFETCH:
             c = cn
-            cn = load_codes(C, offs_n, N, j0 + BLOCK_J, j_end, BLOCK_J)
+            cn = load_codes(C, offs_n, N, stride_cn, stride_cj, j0 + BLOCK_J, j_end, BLOCK_J)
         else:
-            c = load_codes(C, offs_n, N, j0, j_end, BLOCK_J)
+            c = load_codes(C, offs_n, N, stride_cn, stride_cj, j0, j_end, BLOCK_J)
         if USE_LUT:  # groups past j_end (codes 0) read the zero row n_groups
             t = LUT + tl.where(ok, jj, n_groups)[None, :] * (NCB << B)
             v = gather(t + (c & ((1 << B) - 1)), ASM)
@@ -231,8 +236,8 @@ def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
     block_j = max(2, min(c.words // 2, triton.next_power_of_2(triton.cdiv(n_groups, c.split_k))))  # tl.dot: K >= 16
     additive_kernel[(triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k)](
         x, dot_table(st, x) if lut else x, y, st.codes, st.codebooks, st.scales, *outlier_args(st.outliers, y), m, n,
-        k, x.stride(0), n_groups, NCB=st.n_codebooks, B=st.bits, USE_LUT=lut, HAS_OUT=st.outliers is not None,
-        BLOCK_M=bm, BLOCK_N=c.block_n, BLOCK_J=block_j, SPLIT=c.split_k,
+        k, x.stride(0), *st.codes.stride(), n_groups, NCB=st.n_codebooks, B=st.bits, USE_LUT=lut,
+        HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n, BLOCK_J=block_j, SPLIT=c.split_k,
         SPLIT_GROUPS=split_blocks(n_groups, block_j, c.split_k), OUT_CHUNK=out_chunk(c.block_n, st.outliers),
         PREFETCH=loads_ahead(c, bm), ASM=compiled_ptx(x), num_warps=c.num_warps, num_stages=gather_stages(c, bm))
     return y.to(x.dtype)
