@@ -1,7 +1,8 @@
 # ruff: noqa
 # A/B of additive-kernel versions on the GPU (session 20): the same random weights, rotated copies, one CUDA graph
 # (benchmarks/gpu_kernels.py's Timer), each version at the configuration its own tuner gives (the shipped tuned file,
-# else in-process autotuning), versions interleaved. From the repository root:
+# else in-process autotuning), versions interleaved. AB_FORMATS (2x8,1x16) and AB_BATCHES (1,16) narrow it.
+# From the repository root:
 #   python3 docs/results/kernels/ab_v10/ab.py OUT.json VERSION.. (files docs/results/kernels/ab_v10/VERSION.py)
 import importlib.util, json, sys, os
 sys.path.insert(0, "benchmarks")
@@ -17,10 +18,12 @@ for name in sys.argv[2:]:
 timer = Timer(dev, 20)
 l2 = torch.cuda.get_device_properties(dev).L2_cache_size
 rows = []
-for m_cb, b in ((2, 8), (1, 16)):
+FORMATS = [tuple(map(int, f.split("x"))) for f in os.environ.get("AB_FORMATS", "2x8,1x16").split(",")]
+BATCHES = [int(b) for b in os.environ.get("AB_BATCHES", "1,16").split(",")]
+for m_cb, b in FORMATS:
     for n, k in ((4096, 4096), (4096, 11008), (11008, 4096)):
         qw = random_additive(n, k, m_cb, b, 0, dev)
-        for m in (1, 16):
+        for m in BATCHES:
             x = torch.randn(m, k, device=dev).half()
             ref = None
             for rep in range(2):

@@ -69,11 +69,14 @@ from .common import (
 GROUP = 8
 LUT_BITS = 8  # codebooks of at most this many bits take the table-of-dot-products GEMV
 
-# The table GEMV's tiles: 128-512 rows (a warp's 16-byte loads span 256 rows of one group), 4-16 groups
-# per iteration (``words // 2``), split along K so that the 4096-row layers have 128-256 programs.
-LUT_CONFIGS = [Config(256, 16, 4, 2, 8), Config(256, 32, 4, 2, 8), Config(256, 16, 8, 2, 8), Config(512, 16, 8, 2, 8),
-               Config(256, 16, 4, 2, 16), Config(128, 16, 4, 2, 4), Config(128, 32, 4, 2, 8), Config(256, 32, 8, 1, 4),
-               Config(512, 32, 8, 2, 16), Config(128, 16, 2, 2, 8), Config(256, 8, 4, 2, 16), Config(512, 16, 4, 2, 4)]
+# The table GEMV's tiles: 128-1024 rows (a warp's 16-byte loads span 256 rows of one group), 8-16 groups
+# per iteration (``words // 2``), split along K so that the 4096-row layers have 128-256 programs: the
+# fastest of 24 configurations at each benchmark shape on the H100 and those near them
+# (docs/results/kernels/ab_v10/parts_additive_h100_v10.json).
+LUT_CONFIGS = [Config(512, 32, 8, 2, 16), Config(256, 16, 4, 2, 16), Config(256, 32, 4, 2, 8),
+               Config(1024, 16, 8, 2, 16), Config(256, 16, 4, 2, 8), Config(1024, 16, 16, 2, 32),
+               Config(512, 16, 8, 2, 32), Config(512, 16, 8, 2, 8), Config(128, 16, 2, 2, 8),
+               Config(1024, 32, 16, 2, 16), Config(512, 32, 8, 2, 32), Config(256, 32, 4, 2, 16)]
 
 
 @dataclass
@@ -110,17 +113,23 @@ def uses_lut(st: AdditiveState, m: int) -> bool:
 
 
 @triton.jit
-def dots_kernel(X, CB, LUT, n_groups, NE: tl.constexpr, NE_P: tl.constexpr, BLOCK_G: tl.constexpr):
+def dots_kernel(X, CB, LUT, Y, n_groups, N, NE: tl.constexpr, NE_P: tl.constexpr, BLOCK_G: tl.constexpr,
+                ZERO: tl.constexpr):
     """``LUT[j, e] = <X[0, 8j:8j+8], CB[e]>`` in fp32 for ``BLOCK_G`` groups ``j`` and all ``NE = M 2^B``
     codewords ``e`` (``CB`` ``(NE, 8)``, ``NE_P`` its power of two); the row ``j = n_groups`` is zeros
-    (the entries of masked groups)."""
-    jj = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
+    (the entries of masked groups). ``ZERO > 0``: also zero ``Y[0, ZERO pid ..]`` (``ZERO`` entries), the
+    output the main kernel's split-K programs add into (one launch fewer than a separate fill)."""
+    pid = tl.program_id(0)
+    jj = pid * BLOCK_G + tl.arange(0, BLOCK_G)
     t = tl.arange(0, 8)
     e = tl.arange(0, NE_P)
     x = tl.load(X + jj[:, None] * 8 + t[None, :], mask=(jj < n_groups)[:, None], other=0.0).to(tl.float32)  # (G, 8)
     cb = tl.load(CB + e[:, None] * 8 + t[None, :], mask=(e < NE)[:, None], other=0.0).to(tl.float32)  # (NE_P, 8)
     d = tl.sum(x[:, None, :] * cb[None, :, :], axis=2)
     tl.store(LUT + jj[:, None] * NE + e[None, :], d, mask=(jj <= n_groups)[:, None] & (e < NE)[None, :])
+    if ZERO > 0:
+        z = pid * ZERO + tl.arange(0, ZERO)
+        tl.store(Y + z, tl.zeros((ZERO,), dtype=Y.dtype.element_ty), mask=z < N)
 
 
 @triton.jit
@@ -213,15 +222,17 @@ def additive_kernel(X, LUT, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_
     store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT)
 
 
-def dot_table(st: AdditiveState, x: Tensor) -> Tensor:
+def dot_table(st: AdditiveState, x: Tensor, y: Tensor | None = None) -> Tensor:
     """The ``(d_in / 8 + 1, M 2^B)`` fp32 table ``LUT_m[j, c] = <x_j, C_m[c]>`` of one activation row ``x``
-    (and a last row of zeros)."""
+    (and a last row of zeros); zeroes ``y`` ``(1, d_out)`` in the same launch where given."""
     n_groups, ne = st.shape[1] // GROUP, st.n_codebooks << st.bits
     lut = torch.empty(n_groups + 1, ne, dtype=torch.float32, device=x.device)
     ne_p = triton.next_power_of_2(ne)
     block_g = max(1, 1024 // ne_p)
-    dots_kernel[(triton.cdiv(n_groups + 1, block_g),)](x, st.codebooks, lut, n_groups, NE=ne, NE_P=ne_p,
-                                                        BLOCK_G=block_g)
+    grid = triton.cdiv(n_groups + 1, block_g)
+    zero = 0 if y is None else triton.next_power_of_2(triton.cdiv(y.numel(), grid))
+    dots_kernel[(grid,)](x, st.codebooks, lut, lut if y is None else y, n_groups, st.shape[0], NE=ne, NE_P=ne_p,
+                         BLOCK_G=block_g, ZERO=zero)
     return lut
 
 
@@ -229,13 +240,14 @@ def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
     m, (n, k) = x.shape[0], st.shape
     bm = block_m(m)
     lut = uses_lut(st, m)
-    y = output(m, n, c.split_k, x)
+    y = output(m, n, c.split_k, x, zero=not lut)  # the table's launch zeroes it
     n_groups = k // GROUP
     # one int16 code per 8 weights: half a config word per group keeps the fp32 tiles at the uniform
     # kernel's size (BLOCK_N x words values)
     block_j = max(2, min(c.words // 2, triton.next_power_of_2(triton.cdiv(n_groups, c.split_k))))  # tl.dot: K >= 16
+    table = dot_table(st, x, y if c.split_k > 1 else None) if lut else x  # (x: a placeholder)
     additive_kernel[(triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k)](
-        x, dot_table(st, x) if lut else x, y, st.codes, st.codebooks, st.scales, *outlier_args(st.outliers, y), m, n,
+        x, table, y, st.codes, st.codebooks, st.scales, *outlier_args(st.outliers, y), m, n,
         k, x.stride(0), *st.codes.stride(), n_groups, NCB=st.n_codebooks, B=st.bits, USE_LUT=lut,
         HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n, BLOCK_J=block_j, SPLIT=c.split_k,
         SPLIT_GROUPS=split_blocks(n_groups, block_j, c.split_k), OUT_CHUNK=out_chunk(c.block_n, st.outliers),

@@ -395,15 +395,16 @@ def gather_stages(c: Config, bm: int) -> int:
     return c.num_stages if bm == 1 else 1
 
 
-def output(m: int, n: int, parts: int, like: Tensor) -> Tensor:
+def output(m: int, n: int, parts: int, like: Tensor, zero: bool = True) -> Tensor:
     """The ``(m, n)`` output of a launch: in ``like``'s dtype, or where ``parts`` > 1 programs add their
-    partials into each output atomically (split K, the segments of mixed column tables) zero-filled, and
-    in fp32 for bf16 activations: a bf16 partial keeps 8 bits, and Triton's interpreter has no bf16
-    atomic add. The launch returns ``y.to(like.dtype)`` (a cast only in that case)."""
+    partials into each output atomically (split K, the segments of mixed column tables) zero-filled
+    (unless ``zero`` is False: a kernel launched before them zeroes it), and in fp32 for bf16
+    activations: a bf16 partial keeps 8 bits, and Triton's interpreter has no bf16 atomic add. The
+    launch returns ``y.to(like.dtype)`` (a cast only in that case)."""
     if parts == 1:
         return torch.empty(m, n, dtype=like.dtype, device=like.device)
     dtype = torch.float32 if like.dtype == torch.bfloat16 else like.dtype
-    return torch.zeros(m, n, dtype=dtype, device=like.device)
+    return (torch.zeros if zero else torch.empty)(m, n, dtype=dtype, device=like.device)
 
 
 def split_blocks(n_blocks: int, gpi: int, split_k: int) -> int:

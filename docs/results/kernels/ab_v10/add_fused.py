@@ -1,0 +1,228 @@
+"""Additive codebooks (AQLM, arXiv 2401.06118): ``W_hat[n, 8j:8j+8] = s[n] sum_m C_m[code[n, j, m]]``, g = 8.
+
+Layout built once by :func:`prepare`: the M codes of each (row n, group j) in one int16 word
+``sum_m code_m << (m B)`` (M B <= 16: "2x8" and "1x16", 2 bits per weight), a ``(d_out, d_in / 8)``
+matrix stored with the rows contiguous for codebooks of B <= 8 bits (strides ``(1, d_out)``: a warp's
+16-byte loads cover 256 consecutive rows of one group, as the table GEMV below wants) and with the groups
+contiguous for 1x16 (K-contiguous per output row: a program owning ``BLOCK_N`` rows streams ``BLOCK_N``
+contiguous runs; the 1x16 GEMV took 1.1-1.2x the time with the rows contiguous at the tuned
+configurations, docs/results.md, v10); codebooks ``(M, 2^B, 8)`` fp16; scales ``(d_out,)`` fp16, applied
+once per row after the reduction (``y_n = s_n sum_j <x_j, sum_m C_m[c_njm]>``).
+
+**GEMV with a table of dot products** (codebooks of B <= 8 bits: 2x8; AQLM's batch-1 trick, as in its
+CPU kernels): a first small kernel (:func:`dots_kernel`) computes, for this call's activations, every
+group's dot product with every codeword, ``LUT_m[j, c] = <x_j, C_m[c]>`` (fp32, ``(d_in / 8, M 2^B)``:
+1 MiB for 2x8 and d_in = 4096); the main kernel then sums one gathered entry per code,
+``y_n = s_n sum_j sum_m LUT_m[j, c_njm]``: no multiplication in its loop. A warp's lanes hold rows of
+one group (the transposed layout), so the 32 entries of one gather instruction fall in that group's
+1 KiB table of 8 cache lines (gathering the 16-byte codewords themselves touched, in expectation, 20 of
+a codebook's 32 lines; docs/results.md, v9). Tiles are wide along the rows (128-512) and split along K
+(:data:`LUT_CONFIGS`), so that each program reads its groups' tables once for many rows.
+
+**Codeword gathers** (batches, and 1x16, whose table would be 65536 entries a group): each code's
+8-vector (one 16-byte load) is gathered into a ``(BLOCK_N, BLOCK_J, 8)`` tile in natural input order,
+summing the M codebooks' vectors in fp16 (codewords of row-scaled weights are small). Batches reshape
+the tile (no permute) to ``(BLOCK_N, 8 BLOCK_J)`` fp16 for ``tl.dot`` (fp32 products and accumulation); a
+1x16 GEMV multiplies the tile by the ``(BLOCK_J, 8)`` activations in fp32 and sums each group into an
+fp32 ``(BLOCK_N, BLOCK_J)`` accumulator, reduced once after the loop (products and group sums in fp16
+overflowed to inf for activations of a few hundred against codewords of 30, where the result is far
+inside fp16). For 2x8 the two codebooks are 8 KiB and stay in L1 (the AQLM CUDA kernel copies them to
+shared memory; Triton has no explicit shared-memory gather); for 1x16 the 1 MiB codebook is read
+through L2 as in the AQLM 1x16 kernel. Sparse outliers are added in the same pass after the scaling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from lowbit.core.formats import QuantizedWeight
+
+from lowbit.kernels.triton.common import (
+    Config,
+    Outliers,
+    block_m,
+    candidates,
+    finish,
+    gather_stages,
+    grid_outliers,
+    load_x,
+    loads_ahead,
+    mac,
+    out_chunk,
+    outlier_args,
+    outliers_begin,
+    outliers_end,
+    output,
+    run_tuned,
+    signed_bits,
+    split_blocks,
+    store_y,
+    zeros_acc,
+)
+
+GROUP = 8
+LUT_BITS = 8  # codebooks of at most this many bits take the table-of-dot-products GEMV
+
+# The table GEMV's tiles: 128-512 rows (a warp's 16-byte loads span 256 rows of one group), 4-16 groups
+# per iteration (``words // 2``), split along K so that the 4096-row layers have 128-256 programs.
+LUT_CONFIGS = [Config(256, 16, 4, 2, 8), Config(256, 32, 4, 2, 8), Config(256, 16, 8, 2, 8), Config(512, 16, 8, 2, 8),
+               Config(256, 16, 4, 2, 16), Config(128, 16, 4, 2, 4), Config(128, 32, 4, 2, 8), Config(256, 32, 8, 1, 4),
+               Config(512, 32, 8, 2, 16), Config(128, 16, 2, 2, 8), Config(256, 8, 4, 2, 16), Config(512, 16, 4, 2, 4)]
+
+
+@dataclass
+class AdditiveState:
+    """The kernel layout of one additive weight (see the module docstring)."""
+
+    codes: Tensor  # (d_out, d_in / 8) int16: sum_m code_m << (m B); strides (1, d_out) for B <= 8
+    codebooks: Tensor  # (M, 2^B, 8) fp16
+    scales: Tensor  # (d_out,) fp16
+    outliers: Outliers | None
+    n_codebooks: int
+    bits: int
+    shape: tuple[int, int]
+
+
+def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> AdditiveState:
+    """Re-layout an additive ``qw`` (codes ``(d_out, d_in / 8, M)``) for the kernel (once)."""
+    dev = torch.device(device) if device is not None else qw.codes.device
+    assert qw.codebooks is not None and qw.scales is not None
+    d_out, d_in = qw.shape
+    n_cb, b = qw.codes.shape[-1], int(qw.bits)
+    codes = qw.codes.to(dev).long()
+    word = signed_bits(sum(codes[..., m] << (m * b) for m in range(n_cb)), 16, torch.int16)  # (d_out, J)
+    word = word.T.contiguous().T if b <= LUT_BITS else word.contiguous()  # B <= 8: stored (J, d_out)
+    return AdditiveState(word,
+                         qw.codebooks.to(dev, torch.float16).contiguous(),
+                         qw.scales.to(dev, torch.float16).reshape(-1).contiguous(), grid_outliers(qw, dev), n_cb, b,
+                         (d_out, d_in))
+
+
+def uses_lut(st: AdditiveState, m: int) -> bool:
+    """Whether ``m`` activation rows take the table-of-dot-products GEMV (one row, codebooks of <= 8 bits)."""
+    return m == 1 and st.bits <= LUT_BITS
+
+
+@triton.jit
+def load_codes(C, offs_n, N, stride_cn, stride_cj, j0, j_end, BLOCK_J: tl.constexpr):
+    """The ``(BLOCK_N, BLOCK_J)`` code words ``C[n, j]`` of rows ``offs_n`` (0 past ``N``) and groups ``j0 ..``
+    (those before ``j_end``) as unsigned int32 (rows masked, not clamped: a stride of 1 along the rows
+    keeps 16-byte loads)."""
+    jj = j0 + tl.arange(0, BLOCK_J)
+    c = tl.load(C + offs_n[:, None] * stride_cn + jj[None, :] * stride_cj,
+                mask=(offs_n < N)[:, None] & (jj < j_end)[None, :], other=0)
+    return c.to(tl.int32) & 0xFFFF
+
+
+@triton.jit
+def additive_kernel(X, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, stride_cn, stride_cj, n_groups,
+                    NCB: tl.constexpr, B: tl.constexpr, USE_LUT: tl.constexpr, NE_P: tl.constexpr,
+                    HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr,
+                    SPLIT: tl.constexpr, SPLIT_GROUPS, OUT_CHUNK: tl.constexpr, PREFETCH: tl.constexpr):
+    """``Y[m, n] = S[n] sum_j <X[m, 8j:8j+8], sum_i CB[i, code_i(n, j)]>`` for ``BLOCK_N`` rows over groups
+    ``pid_k SPLIT_GROUPS ..`` (all ``n_groups = K / 8`` without split), ``BLOCK_J`` groups per iteration.
+    ``USE_LUT`` (GEMV): each iteration computes its groups' table of dot products with every codeword,
+    ``T[j, e] = <X[0, 8j:8j+8], CB[e]>`` (``(BLOCK_J, NE_P)`` fp32, ``e = i 2^B + c``), and
+    sums the entries ``T[j, i 2^B + code_i(n, j)]`` (``tl.gather``: Triton stages ``T`` in shared memory and
+    gathers from there) instead of gathering codewords. ``PREFETCH``
+    (:func:`lowbit.kernels.triton.common.loads_ahead`, GEMV only): the next iteration's codes are loaded
+    before this one's gathers, so the gathers do not wait for a load from memory."""
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = tl.minimum(offs_n, N - 1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_mask = offs_m < M
+    j_start = pid_k * SPLIT_GROUPS
+    j_end = tl.minimum(j_start + SPLIT_GROUPS, n_groups)
+    if HAS_OUT:  # the outlier walk's first loads, before the main loop
+        o_first, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
+                                                       pid_k, BLOCK_N, OUT_CHUNK, SPLIT)
+    e = tl.arange(0, 8)
+    if USE_LUT:
+        acc = tl.zeros((BLOCK_N, BLOCK_J), dtype=tl.float32)
+        ent = tl.arange(0, NE_P)
+        cb = tl.load(CB + ent[:, None] * 8 + e[None, :], mask=(ent < (NCB << B))[:, None], other=0.0).to(tl.float32)
+    else:
+        acc = zeros_acc(BLOCK_M, BLOCK_N, BLOCK_J, 1)
+    if PREFETCH:
+        cn = load_codes(C, offs_n, N, stride_cn, stride_cj, j_start, j_end, BLOCK_J)
+    for j0 in range(j_start, j_end, BLOCK_J):
+        jj = j0 + tl.arange(0, BLOCK_J)
+        ok = jj < j_end
+        if PREFETCH:
+            c = cn
+            cn = load_codes(C, offs_n, N, stride_cn, stride_cj, j0 + BLOCK_J, j_end, BLOCK_J)
+        else:
+            c = load_codes(C, offs_n, N, stride_cn, stride_cj, j0, j_end, BLOCK_J)
+        if USE_LUT:  # groups past j_end: activations 0, so their entries are 0
+            xg = tl.load(X + jj[:, None] * 8 + e[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
+            t = tl.sum(xg[:, None, :] * cb[None, :, :], axis=2)  # (BLOCK_J, NE_P)
+            # one flat gather: row j of t starts at j NE_P (rank 1, so that Triton does not give it a
+            # warp-local layout of shuffles); the entries of each (row, group) summed over codebooks
+            tf = tl.reshape(t, (BLOCK_J * NE_P,))
+            base = tl.arange(0, BLOCK_J)[None, :] * NE_P
+            v = tl.gather(tf, tl.reshape(base + (c & ((1 << B) - 1)), (BLOCK_N * BLOCK_J,)), 0)
+            for i in tl.static_range(1, NCB):
+                v += tl.gather(tf, tl.reshape(base + (i << B) + ((c >> (i * B)) & ((1 << B) - 1)),
+                                              (BLOCK_N * BLOCK_J,)), 0)
+            acc += tl.reshape(v, (BLOCK_N, BLOCK_J))
+        else:
+            w = tl.load(CB + (c & ((1 << B) - 1))[:, :, None] * 8 + e[None, None, :])
+            for i in tl.static_range(1, NCB):
+                code = (c >> (i * B)) & ((1 << B) - 1)
+                w += tl.load(CB + (i << B) * 8 + code[:, :, None] * 8 + e[None, None, :])
+            k = jj[:, None] * 8 + e[None, :]
+            x = load_x(X, stride_xm, offs_m, m_mask, k, ok[:, None], X, False)
+            if BLOCK_M == 1:
+                acc += tl.sum(w.to(tl.float32) * x.to(tl.float32), axis=2, keep_dims=True)
+            else:
+                acc = mac(acc, x, w, BLOCK_M, BLOCK_N, BLOCK_J * 8)
+    if USE_LUT:
+        acc = tl.sum(acc, axis=1)[None, :]
+    else:
+        acc = finish(acc, BLOCK_M)
+    acc *= tl.load(S + rows).to(tl.float32)[None, :]
+    if HAS_OUT:
+        acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
+                           BLOCK_M, OUT_CHUNK, SPLIT)
+    store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT)
+
+
+def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
+    m, (n, k) = x.shape[0], st.shape
+    bm = block_m(m)
+    lut = uses_lut(st, m)
+    y = output(m, n, c.split_k, x)
+    n_groups = k // GROUP
+    # one int16 code per 8 weights: half a config word per group keeps the fp32 tiles at the uniform
+    # kernel's size (BLOCK_N x words values)
+    block_j = max(2, min(c.words // 2, triton.next_power_of_2(triton.cdiv(n_groups, c.split_k))))  # tl.dot: K >= 16
+    additive_kernel[(triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k)](
+        x, y, st.codes, st.codebooks, st.scales, *outlier_args(st.outliers, y), m, n,
+        k, x.stride(0), *st.codes.stride(), n_groups, NCB=st.n_codebooks, B=st.bits, USE_LUT=lut,
+        NE_P=triton.next_power_of_2(st.n_codebooks << st.bits),
+        HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n, BLOCK_J=block_j, SPLIT=c.split_k,
+        SPLIT_GROUPS=split_blocks(n_groups, block_j, c.split_k), OUT_CHUNK=out_chunk(c.block_n, st.outliers),
+        PREFETCH=loads_ahead(c, bm), num_warps=c.num_warps, num_stages=gather_stages(c, bm))
+    return y.to(x.dtype)
+
+
+def tuning(st: AdditiveState, xa: Tensor) -> tuple[tuple, list[Config]]:
+    """The tuning key of ``st`` for activations ``xa`` and the configurations tried (the table GEMV's
+    :data:`LUT_CONFIGS`, keyed ``additive_lut``)."""
+    lut = uses_lut(st, xa.shape[0])
+    return (("additive_lut" if lut else "additive", *st.shape, st.n_codebooks, st.bits, st.outliers is not None,
+             block_m(xa.shape[0]), xa.dtype), LUT_CONFIGS if lut else candidates(xa.shape[0]))
+
+
+def run(st: AdditiveState, x: Tensor, config: Config | None = None) -> Tensor:
+    """``x @ W_hat^T`` (:func:`lowbit.kernels.triton.common.run_tuned`); ``config`` forces a launch
+    configuration (tests, the benchmark's sweep)."""
+    return run_tuned(st, x, tuning, _launch, config)
