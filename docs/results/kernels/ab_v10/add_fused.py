@@ -1,3 +1,4 @@
+# ruff: noqa
 """Additive codebooks (AQLM, arXiv 2401.06118): ``W_hat[n, 8j:8j+8] = s[n] sum_m C_m[code[n, j, m]]``, g = 8.
 
 Layout built once by :func:`prepare`: the M codes of each (row n, group j) in one int16 word
