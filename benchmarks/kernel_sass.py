@@ -32,7 +32,7 @@ from types import ModuleType
 
 POINTERS = {"X", "Y", "Q0", "Q1", "S", "OFF", "PERM", "PTR", "OROW", "OCOL", "OVAL", "C", "CB", "T", "Q", "QH",
             "TT", "LUT"}
-DIV16 = {"K", "N", "stride_xm", "row_words", "row_words1", "n_groups", "MAGIC"}
+DIV16 = {"K", "N", "stride_xm", "row_words", "row_words1", "n_groups", "MAGIC", "stride_cn", "stride_cj"}
 POINTER_TYPES = {"Q": "*i32", "QH": "*i16", "TT": "*i32", "Q0": "*i32", "Q1": "*i32",
                  "C": "*i16", "PTR": "*i32", "OROW": "*i16", "OCOL": "*i16", "PERM": "*i32", "LUT": "*fp32"}
 
@@ -159,13 +159,13 @@ def main() -> None:
         const = dict(NCB=2, B=8, HAS_OUT=False, BLOCK_M=1, BLOCK_N=bn, BLOCK_J=bj, SPLIT=1, OUT_CHUNK=32,
                      PREFETCH=ns > 1, ASM=True)
         if "USE_LUT" in additive.additive_kernel.arg_names:
-            const["USE_LUT"] = False
+            const.update(USE_LUT=False, PDL=False, stride_cj=1)  # K-contiguous rows (1 is specialized)
         rows.append(("additive", "2x8", (bn, bj * 2, nw, ns), bn * bj * 8 / (32 * nw),
                      longest_loop(compile_sass(additive.additive_kernel, const, nw, ns))))
     if "USE_LUT" in additive.additive_kernel.arg_names:  # the table-of-dot-products GEMV (session 20)
-        for bn, bj, nw, ns in [(256, 8, 4, 2), (256, 16, 4, 2), (512, 8, 8, 2), (128, 8, 4, 2)]:
+        for bn, bj, nw, ns in [(512, 8, 4, 2), (1024, 8, 8, 2), (512, 16, 8, 2), (256, 8, 4, 2)]:
             const = dict(NCB=2, B=8, USE_LUT=True, HAS_OUT=False, BLOCK_M=1, BLOCK_N=bn, BLOCK_J=bj, SPLIT=8,
-                         OUT_CHUNK=32, PREFETCH=ns > 1, ASM=True)
+                         OUT_CHUNK=32, PREFETCH=ns > 1, ASM=True, PDL=True, stride_cn=1)
             rows.append(("additive table", "2x8", (bn, bj * 2, nw, ns), bn * bj * 8 / (32 * nw),
                          longest_loop(compile_sass(additive.additive_kernel, const, nw, ns))))
     # per-column tables of one width (4 and 2 bits): in the table kernel until session 18 (KB = 128, at

@@ -39,6 +39,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from lowbit.core.formats import QuantizedWeight
 
@@ -48,6 +49,7 @@ from .common import (
     block_m,
     candidates,
     compiled_ptx,
+    dependent_launch,
     finish,
     gather_stages,
     grid_outliers,
@@ -117,11 +119,15 @@ def uses_lut(st: AdditiveState, m: int) -> bool:
 
 @triton.jit
 def dots_kernel(X, CB, LUT, Y, n_groups, N, NE: tl.constexpr, NE_P: tl.constexpr, BLOCK_G: tl.constexpr,
-                ZERO: tl.constexpr):
+                ZERO: tl.constexpr, PDL: tl.constexpr):
     """``LUT[j, e] = <X[0, 8j:8j+8], CB[e]>`` in fp32 for ``BLOCK_G`` groups ``j`` and all ``NE = M 2^B``
     codewords ``e`` (``CB`` ``(NE, 8)``, ``NE_P`` its power of two); the row ``j = n_groups`` is zeros
     (the entries of masked groups). ``ZERO > 0``: also zero ``Y[0, ZERO pid ..]`` (``ZERO`` entries), the
-    output the main kernel's split-K programs add into (one launch fewer than a separate fill)."""
+    output the main kernel's split-K programs add into (one launch fewer than a separate fill). ``PDL``
+    (programmatic dependent launch, sm_90+): let the main kernel launch at once (:func:`additive_kernel`
+    waits for this one's writes before it reads them)."""
+    if PDL:
+        gdc_launch_dependents()
     pid = tl.program_id(0)
     jj = pid * BLOCK_G + tl.arange(0, BLOCK_G)
     t = tl.arange(0, 8)
@@ -163,13 +169,16 @@ def load_codes(C, offs_n, N, stride_cn, stride_cj, j0, j_end, BLOCK_J: tl.conste
 def additive_kernel(X, LUT, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, stride_cn, stride_cj, n_groups,
                     NCB: tl.constexpr, B: tl.constexpr, USE_LUT: tl.constexpr, HAS_OUT: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, SPLIT: tl.constexpr,
-                    SPLIT_GROUPS, OUT_CHUNK: tl.constexpr, PREFETCH: tl.constexpr, ASM: tl.constexpr):
+                    SPLIT_GROUPS, OUT_CHUNK: tl.constexpr, PREFETCH: tl.constexpr, ASM: tl.constexpr,
+                    PDL: tl.constexpr):
     """``Y[m, n] = S[n] sum_j <X[m, 8j:8j+8], sum_i CB[i, code_i(n, j)]>`` for ``BLOCK_N`` rows over groups
     ``pid_k SPLIT_GROUPS ..`` (all ``n_groups = K / 8`` without split), ``BLOCK_J`` groups per iteration.
     ``USE_LUT`` (GEMV): sum the entries ``LUT[j, i 2^B + code_i(n, j)]`` of the table of dot products
     (:func:`dots_kernel`) instead of gathering codewords (:func:`gather`, inline PTX with ``ASM``). ``PREFETCH``
     (:func:`lowbit.kernels.triton.common.loads_ahead`, GEMV only): the next iteration's codes are loaded
-    before this one's gathers, so the gathers do not wait for a load from memory."""
+    before this one's gathers, so the gathers do not wait for a load from memory. ``PDL`` (launched as a
+    programmatic dependent of :func:`dots_kernel`): the outlier walk's and the first codes' loads are issued
+    before waiting for the table (and the zeroed ``Y``)."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -189,6 +198,8 @@ def additive_kernel(X, LUT, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_
         acc = zeros_acc(BLOCK_M, BLOCK_N, BLOCK_J, 1)
     if PREFETCH:
         cn = load_codes(C, offs_n, N, stride_cn, stride_cj, j_start, j_end, BLOCK_J)
+    if PDL:
+        gdc_wait()
     for j0 in range(j_start, j_end, BLOCK_J):
         jj = j0 + tl.arange(0, BLOCK_J)
         ok = jj < j_end
@@ -225,9 +236,10 @@ def additive_kernel(X, LUT, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_
     store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT)
 
 
-def dot_table(st: AdditiveState, x: Tensor, y: Tensor | None = None) -> Tensor:
+def dot_table(st: AdditiveState, x: Tensor, y: Tensor | None = None, pdl: bool = False) -> Tensor:
     """The ``(d_in / 8 + 1, M 2^B)`` fp32 table ``LUT_m[j, c] = <x_j, C_m[c]>`` of one activation row ``x``
-    (and a last row of zeros); zeroes ``y`` ``(1, d_out)`` in the same launch where given."""
+    (and a last row of zeros); zeroes ``y`` ``(1, d_out)`` in the same launch where given. ``pdl``: the
+    next kernel is launched as its programmatic dependent."""
     n_groups, ne = st.shape[1] // GROUP, st.n_codebooks << st.bits
     lut = torch.empty(n_groups + 1, ne, dtype=torch.float32, device=x.device)
     ne_p = triton.next_power_of_2(ne)
@@ -235,7 +247,7 @@ def dot_table(st: AdditiveState, x: Tensor, y: Tensor | None = None) -> Tensor:
     grid = triton.cdiv(n_groups + 1, block_g)
     zero = 0 if y is None else triton.next_power_of_2(triton.cdiv(y.numel(), grid))
     dots_kernel[(grid,)](x, st.codebooks, lut, lut if y is None else y, n_groups, st.shape[0], NE=ne, NE_P=ne_p,
-                         BLOCK_G=block_g, ZERO=zero)
+                         BLOCK_G=block_g, ZERO=zero, PDL=pdl)
     return lut
 
 
@@ -248,13 +260,15 @@ def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
     # one int16 code per 8 weights: half a config word per group keeps the fp32 tiles at the uniform
     # kernel's size (BLOCK_N x words values)
     block_j = max(2, min(c.words // 2, triton.next_power_of_2(triton.cdiv(n_groups, c.split_k))))  # tl.dot: K >= 16
-    table = dot_table(st, x, y if c.split_k > 1 else None) if lut else x  # (x: a placeholder)
+    pdl = lut and dependent_launch(x)
+    table = dot_table(st, x, y if c.split_k > 1 else None, pdl) if lut else x  # (x: a placeholder)
     additive_kernel[(triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k)](
         x, table, y, st.codes, st.codebooks, st.scales, *outlier_args(st.outliers, y), m, n,
         k, x.stride(0), *st.codes.stride(), n_groups, NCB=st.n_codebooks, B=st.bits, USE_LUT=lut,
         HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n, BLOCK_J=block_j, SPLIT=c.split_k,
         SPLIT_GROUPS=split_blocks(n_groups, block_j, c.split_k), OUT_CHUNK=out_chunk(c.block_n, st.outliers),
-        PREFETCH=loads_ahead(c, bm), ASM=compiled_ptx(x), num_warps=c.num_warps, num_stages=gather_stages(c, bm))
+        PREFETCH=loads_ahead(c, bm), ASM=compiled_ptx(x), PDL=pdl, num_warps=c.num_warps,
+        num_stages=gather_stages(c, bm), **({"launch_pdl": True} if pdl else {}))
     return y.to(x.dtype)
 
 

@@ -480,6 +480,12 @@ def compiled_ptx(x: Tensor) -> bool:
     return x.device.type == "cuda" and torch.version.hip is None and os.environ.get("TRITON_INTERPRET") != "1"
 
 
+def dependent_launch(x: Tensor) -> bool:
+    """Whether a kernel on ``x``'s device may launch as a programmatic dependent of the one before it
+    (compiled, NVIDIA sm_90 or newer: ``griddepcontrol``)."""
+    return compiled_ptx(x) and torch.cuda.get_device_capability(x.device)[0] >= 9
+
+
 def as_activations(x: Tensor) -> Tensor:
     """``x`` ``(M, K)`` as contiguous fp16 (bf16 kept): the kernels' activation dtype."""
     if x.dtype not in (torch.float16, torch.bfloat16):
