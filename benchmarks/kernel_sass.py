@@ -69,8 +69,6 @@ def compile_sass(fn, constexprs: dict, num_warps: int, num_stages: int) -> str:
 
     names = fn.arg_names
     const = {k: v for k, v in constexprs.items() if k in names}
-    if "PDL" in names:  # a plain launch unless given (the dependent launch adds one wait before the stores)
-        const.setdefault("PDL", False)
     sig = {n: "constexpr" if n in const else POINTER_TYPES.get(n, "*fp16") if n in POINTERS else "i32" for n in names}
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in names if n in POINTERS or n in DIV16}
     src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in const.items()}, attrs=attrs)

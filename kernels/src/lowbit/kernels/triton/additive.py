@@ -61,7 +61,6 @@ from .common import (
     outliers_begin,
     outliers_end,
     output,
-    pdl_kwargs,
     run_tuned,
     signed_bits,
     split_blocks,
@@ -234,7 +233,7 @@ def additive_kernel(X, LUT, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_
     if HAS_OUT:
         acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
                            BLOCK_M, OUT_CHUNK, SPLIT)
-    store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT, PDL)
+    store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT)
 
 
 def dot_table(st: AdditiveState, x: Tensor, y: Tensor | None = None, pdl: bool = False) -> Tensor:
@@ -256,12 +255,12 @@ def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
     m, (n, k) = x.shape[0], st.shape
     bm = block_m(m)
     lut = uses_lut(st, m)
-    y, pdl = output(m, n, c.split_k, x, zero=not lut)  # the table's launch zeroes it for lut
+    y = output(m, n, c.split_k, x, zero=not lut)  # the table's launch zeroes it
     n_groups = k // GROUP
     # one int16 code per 8 weights: half a config word per group keeps the fp32 tiles at the uniform
     # kernel's size (BLOCK_N x words values)
     block_j = max(2, min(c.words // 2, triton.next_power_of_2(triton.cdiv(n_groups, c.split_k))))  # tl.dot: K >= 16
-    pdl = pdl or (lut and dependent_launch(x))
+    pdl = lut and dependent_launch(x)
     table = dot_table(st, x, y if c.split_k > 1 else None, pdl) if lut else x  # (x: a placeholder)
     additive_kernel[(triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k)](
         x, table, y, st.codes, st.codebooks, st.scales, *outlier_args(st.outliers, y), m, n,
@@ -269,7 +268,7 @@ def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
         HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n, BLOCK_J=block_j, SPLIT=c.split_k,
         SPLIT_GROUPS=split_blocks(n_groups, block_j, c.split_k), OUT_CHUNK=out_chunk(c.block_n, st.outliers),
         PREFETCH=loads_ahead(c, bm), ASM=compiled_ptx(x), PDL=pdl, num_warps=c.num_warps,
-        num_stages=gather_stages(c, bm), **pdl_kwargs(pdl))
+        num_stages=gather_stages(c, bm), **({"launch_pdl": True} if pdl else {}))
     return y.to(x.dtype)
 
 

@@ -63,7 +63,6 @@ from .common import (
     outliers_end,
     output,
     pad_cols,
-    pdl_kwargs,
     run_tuned,
     signed_bits,
     store_y,
@@ -432,8 +431,7 @@ def column_table_kernel(X, Y, Q, QH, TT, PERM, PTR, OROW, OCOL, OVAL, M, N, stri
                         WO3, KO3, PO3, KP3, KV3,
                         B0: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr, B3: tl.constexpr,
                         KR: tl.constexpr, SPLIT: tl.constexpr, PARTS: tl.constexpr, HAS_PERM: tl.constexpr,
-                        HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr,
-                        PDL: tl.constexpr):
+                        HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr):
     """``Y[m, n] += sum_k X[m, perm(k)] T[k, q[n, k]]`` over the columns of one segment's part, for row tile
     ``program_id(0)`` (of :data:`BT` rows) and rows ``program_id(1)`` of ``X``: ``program_id(2)`` is segment
     ``% NSEG``, part ``// NSEG`` of its columns (``NSEG = PARTS / SPLIT`` segments). Up to four segments of widths
@@ -471,7 +469,7 @@ def column_table_kernel(X, Y, Q, QH, TT, PERM, PTR, OROW, OCOL, OVAL, M, N, stri
     if HAS_OUT:
         acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
                            BLOCK_M, OUT_CHUNK, PARTS)
-    store_y(Y, acc, offs_m, m_mask, offs_n, N, PARTS, PDL)
+    store_y(Y, acc, offs_m, m_mask, offs_n, N, PARTS)
 
 
 # ------------------------------------------------------------------------------------------------- launch
@@ -487,7 +485,7 @@ def _launch(st: ColumnTableState, x: Tensor, c: Config) -> Tensor:
     m, n = x.shape[0], st.shape[0]
     bm = block_m(m)
     parts = len(st.segments) * c.split_k
-    y, pdl = output(m, n, parts, x)
+    y = output(m, n, parts, x)
     segs = st.segments + [Segment(0, 0, 0, 0, 0, 0)] * (MAX_SEGMENTS - len(st.segments))
     ints = [v for s in segs for v in (s.word_offset, s.col_offset, s.plane_offset, s.k_pad, s.k)]
     column_table_kernel[(triton.cdiv(n, BT), triton.cdiv(m, bm), parts)](
@@ -496,7 +494,7 @@ def _launch(st: ColumnTableState, x: Tensor, c: Config) -> Tensor:
         **{f"B{i}": s.bits for i, s in enumerate(segs)}, KR=c.words, SPLIT=c.split_k, PARTS=parts,
         HAS_PERM=st.cols is not None,
         HAS_OUT=st.outliers is not None, BLOCK_M=bm, OUT_CHUNK=out_chunk(BT, st.outliers),
-        ASM=compiled_ptx(x), PDL=pdl, num_warps=c.num_warps, num_stages=1, **pdl_kwargs(pdl))
+        ASM=compiled_ptx(x), num_warps=c.num_warps, num_stages=1)
     return y.to(x.dtype)
 
 

@@ -67,7 +67,6 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from lowbit.core.formats import QuantizedWeight
 
@@ -282,16 +281,12 @@ def outliers_end(acc, first, end, r, d, xv, X, stride_xm, offs_m, m_mask, offs_n
 
 
 @triton.jit
-def store_y(Y, acc, offs_m, m_mask, offs_n, N, PARTS: tl.constexpr, PDL: tl.constexpr):
+def store_y(Y, acc, offs_m, m_mask, offs_n, N, PARTS: tl.constexpr):
     """Write the ``(BLOCK_M, BLOCK_N)`` tile in ``Y``'s dtype, or with ``PARTS`` > 1 programs adding into
-    each output (split K, segments) add it atomically (``Y`` zero-filled, fp16 or fp32: :func:`output`;
-    ``PDL``: by :func:`zero_kernel`, launched before this kernel as its programmatic primary, whose stores
-    this one waits for here, after all its loads and arithmetic)."""
+    each output (split K, segments) add it atomically (``Y`` zero-filled, fp16 or fp32: :func:`output`)."""
     ptr = Y + offs_m[:, None] * N + offs_n[None, :]
     mask = m_mask[:, None] & (offs_n < N)[None, :]
     if PARTS > 1:
-        if PDL:
-            gdc_wait()
         tl.atomic_add(ptr, acc.to(Y.dtype.element_ty), mask=mask, sem="relaxed")
     else:
         tl.store(ptr, acc.to(Y.dtype.element_ty), mask=mask)
@@ -400,38 +395,16 @@ def gather_stages(c: Config, bm: int) -> int:
     return c.num_stages if bm == 1 else 1
 
 
-@triton.jit
-def zero_kernel(Y, n, BLOCK: tl.constexpr):
-    """``Y[:n] = 0``, first letting the kernel launched after it as a programmatic dependent start (it waits
-    for these stores in :func:`store_y`, before its atomic adds; sm_90+)."""
-    gdc_launch_dependents()
-    o = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    tl.store(Y + o, tl.zeros((BLOCK,), dtype=Y.dtype.element_ty), mask=o < n)
-
-
-def output(m: int, n: int, parts: int, like: Tensor, zero: bool = True) -> tuple[Tensor, bool]:
+def output(m: int, n: int, parts: int, like: Tensor, zero: bool = True) -> Tensor:
     """The ``(m, n)`` output of a launch: in ``like``'s dtype, or where ``parts`` > 1 programs add their
     partials into each output atomically (split K, the segments of mixed column tables) zero-filled
     (unless ``zero`` is False: a kernel launched before them zeroes it), and in fp32 for bf16
     activations: a bf16 partial keeps 8 bits, and Triton's interpreter has no bf16 atomic add. The
-    launch returns ``y.to(like.dtype)`` (a cast only in that case). Also returns whether the launch
-    must be a programmatic dependent of the zero fill (:func:`dependent_launch`: :func:`zero_kernel`,
-    whose work then overlaps the main kernel's loads; else ``torch.zeros``, one more launch to wait for)."""
+    launch returns ``y.to(like.dtype)`` (a cast only in that case)."""
     if parts == 1:
-        return torch.empty(m, n, dtype=like.dtype, device=like.device), False
+        return torch.empty(m, n, dtype=like.dtype, device=like.device)
     dtype = torch.float32 if like.dtype == torch.bfloat16 else like.dtype
-    if not zero:
-        return torch.empty(m, n, dtype=dtype, device=like.device), False
-    if not dependent_launch(like):
-        return torch.zeros(m, n, dtype=dtype, device=like.device), False
-    y = torch.empty(m, n, dtype=dtype, device=like.device)
-    zero_kernel[(triton.cdiv(m * n, 1024),)](y, m * n, BLOCK=1024)
-    return y, True
-
-
-def pdl_kwargs(pdl: bool) -> dict[str, bool]:
-    """Launch keywords of a programmatic dependent launch (none otherwise: the interpreter takes none)."""
-    return {"launch_pdl": True} if pdl else {}
+    return (torch.zeros if zero else torch.empty)(m, n, dtype=dtype, device=like.device)
 
 
 def split_blocks(n_blocks: int, gpi: int, split_k: int) -> int:

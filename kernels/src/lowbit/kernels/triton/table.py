@@ -211,7 +211,7 @@ def binary_kernel(X, Y, Q0, Q1, T, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_
     if HAS_OUT:
         acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
                            BLOCK_M, OUT_CHUNK, 1)
-    store_y(Y, acc, offs_m, m_mask, offs_n, N, 1, False)
+    store_y(Y, acc, offs_m, m_mask, offs_n, N, 1)
 
 
 def _launch(st: BinaryState, x: Tensor, c: Config) -> Tensor:

@@ -62,7 +62,6 @@ from .common import (
     outliers_end,
     output,
     pack_codes,
-    pdl_kwargs,
     run_tuned,
     split_blocks,
     store_y,
@@ -295,7 +294,7 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
                    GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
                    HAS_PERM: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    GPI: tl.constexpr, SPLIT: tl.constexpr, SPLIT_BLOCKS, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr,
-                   PREFETCH: tl.constexpr, PDL: tl.constexpr):
+                   PREFETCH: tl.constexpr):
     """``Y[m, n] = sum_k X[m, perm(k)] (s[n, g] q[n, k] + b[n, g])`` (``g = k // GS``, ``b = -z s``) for
     ``BLOCK_N`` rows over blocks ``pid_k SPLIT_BLOCKS ..`` of ``KB`` inputs (all of K without split),
     ``GPI`` blocks per iteration (see :mod:`lowbit.kernels.triton.common`): :func:`gemv_loop` for one
@@ -323,7 +322,7 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
     if HAS_OUT:
         acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
                            BLOCK_M, OUT_CHUNK, SPLIT)
-    store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT, PDL)
+    store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT)
 
 
 def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
@@ -333,7 +332,7 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     planes = PLANES[st.bits]
     n_blocks = k // st.block
     gpi = blocks_per_iter(c, per, st.block, triton.cdiv(n_blocks, c.split_k), bm)
-    y, pdl = output(m, n, c.split_k, x)
+    y = output(m, n, c.split_k, x)
     grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k)
     uniform_kernel[grid](
         x, y, st.planes[0], st.planes[-1], st.scales, st.offsets, st.perm if st.perm is not None else st.scales,
@@ -341,8 +340,8 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
         GS=st.group_size, KB=st.block, PER=per, W0=planes[0], W1=planes[1] if len(planes) > 1 else 0,
         HAS_PERM=st.perm is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
         GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k),
-        OUT_CHUNK=out_chunk(c.block_n, st.outliers), ASM=x.is_cuda, PREFETCH=loads_ahead(c, bm), PDL=pdl,
-        num_warps=c.num_warps, num_stages=c.num_stages, **pdl_kwargs(pdl))
+        OUT_CHUNK=out_chunk(c.block_n, st.outliers), ASM=x.is_cuda, PREFETCH=loads_ahead(c, bm),
+        num_warps=c.num_warps, num_stages=c.num_stages)
     return y.to(x.dtype)
 
 
