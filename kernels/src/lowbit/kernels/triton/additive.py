@@ -75,13 +75,16 @@ LUT_BITS = 8  # codebooks of at most this many bits take the table-of-dot-produc
 # per iteration (``words // 2``), split along K so that the 4096-row layers have 128-256 programs (the
 # fastest of 24 configurations at each benchmark shape on the H100 and those near them,
 # docs/results/kernels/ab_v10/parts_additive_h100_v10.json), or 512-1024 programs: the main kernel of the
-# fastest ran with 12.6% of warp slots active, waiting on its loads (ncu, docs/results.md, v10).
+# fastest ran with 12.6% of warp slots active, waiting on its loads (ncu, docs/results.md, v10); and
+# neighbours of the first sweep's choice, 512 rows on 4 warps split by 32.
 LUT_CONFIGS = [Config(512, 32, 8, 2, 16), Config(256, 16, 4, 2, 16), Config(256, 32, 4, 2, 8),
                Config(1024, 16, 8, 2, 16), Config(256, 16, 4, 2, 8), Config(1024, 16, 16, 2, 32),
                Config(512, 16, 8, 2, 32), Config(512, 16, 8, 2, 8), Config(128, 16, 2, 2, 8),
                Config(1024, 32, 16, 2, 16), Config(512, 32, 8, 2, 32), Config(256, 32, 4, 2, 16),
                Config(256, 16, 4, 2, 32), Config(256, 16, 4, 2, 64), Config(512, 16, 8, 2, 64),
-               Config(128, 16, 4, 2, 32), Config(256, 16, 4, 1, 32), Config(512, 16, 4, 2, 32)]
+               Config(128, 16, 4, 2, 32), Config(256, 16, 4, 1, 32), Config(512, 16, 4, 2, 32),
+               Config(512, 16, 4, 1, 32), Config(512, 32, 4, 2, 32), Config(512, 8, 4, 2, 32),
+               Config(512, 16, 4, 2, 16), Config(256, 16, 2, 2, 32), Config(1024, 16, 4, 2, 32)]
 
 
 @dataclass
