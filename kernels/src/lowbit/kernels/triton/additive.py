@@ -132,13 +132,13 @@ def dots_kernel(X, CB, LUT, Y, n_groups, N, NE: tl.constexpr, NE_P: tl.constexpr
     if PDL:
         gdc_launch_dependents()
     pid = tl.program_id(0)
-    jj = pid * BLOCK_G + tl.arange(0, BLOCK_G)
     t = tl.arange(0, 8)
     e = tl.arange(0, NE_P)
-    x = tl.load(X + jj[:, None] * 8 + t[None, :], mask=(jj < n_groups)[:, None], other=0.0).to(tl.float32)  # (G, 8)
     cb = tl.load(CB + e[:, None] * 8 + t[None, :], mask=(e < NE)[:, None], other=0.0).to(tl.float32)  # (NE_P, 8)
-    d = tl.sum(x[:, None, :] * cb[None, :, :], axis=2)
-    tl.store(LUT + jj[:, None] * NE + e[None, :], d, mask=(jj <= n_groups)[:, None] & (e < NE)[None, :])
+    for g in tl.static_range(BLOCK_G):  # one group at a time: each codeword's 8 products summed in its thread
+        j = pid * BLOCK_G + g
+        x = tl.load(X + j * 8 + t, mask=j * 8 + t < n_groups * 8, other=0.0).to(tl.float32)
+        tl.store(LUT + j * NE + e, tl.sum(cb * x[None, :], axis=1), mask=(e < NE) & (j + 0 * e <= n_groups))
     if ZERO > 0:
         z = pid * ZERO + tl.arange(0, ZERO)
         tl.store(Y + z, tl.zeros((ZERO,), dtype=Y.dtype.element_ty), mask=z < N)
@@ -246,7 +246,7 @@ def dot_table(st: AdditiveState, x: Tensor, y: Tensor | None = None, pdl: bool =
     n_groups, ne = st.shape[1] // GROUP, st.n_codebooks << st.bits
     lut = torch.empty(n_groups + 1, ne, dtype=torch.float32, device=x.device)
     ne_p = triton.next_power_of_2(ne)
-    block_g = max(1, 1024 // ne_p)
+    block_g = 4  # groups per program (the codebooks loaded once for them)
     grid = triton.cdiv(n_groups + 1, block_g)
     zero = 0 if y is None else triton.next_power_of_2(triton.cdiv(y.numel(), grid))
     dots_kernel[(grid,)](x, st.codebooks, lut, lut if y is None else y, n_groups, st.shape[0], NE=ne, NE_P=ne_p,
