@@ -31,10 +31,10 @@ from collections import Counter
 from types import ModuleType
 
 POINTERS = {"X", "Y", "Q0", "Q1", "S", "OFF", "PERM", "PTR", "OROW", "OCOL", "OVAL", "C", "CB", "T", "Q", "QH",
-            "TT", "LUT", "LS"}
+            "TT", "LUT"}
 DIV16 = {"K", "N", "stride_xm", "row_words", "row_words1", "n_groups", "MAGIC", "stride_cn", "stride_cj"}
-POINTER_TYPES = {"Q": "*i32", "QH": "*i16", "TT": "*i32", "Q0": "*i32", "Q1": "*i32", "C": "*i16", "PTR": "*i32",
-                 "OROW": "*i16", "OCOL": "*i16", "PERM": "*i32", "LUT": "*fp16", "LS": "*fp32"}
+POINTER_TYPES = {"Q": "*i32", "QH": "*i16", "TT": "*i32", "Q0": "*i32", "Q1": "*i32",
+                 "C": "*i16", "PTR": "*i32", "OROW": "*i16", "OCOL": "*i16", "PERM": "*i32", "LUT": "*fp32"}
 
 
 KERNELS = ("common", "uniform", "additive", "table", "column_tables")  # column_tables: session 18 on

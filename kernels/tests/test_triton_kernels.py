@@ -192,20 +192,14 @@ def test_additive_paths(m_b: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize("m_b", [(2, 8), (1, 8), (3, 4)])
 def test_additive_dot_table(m_b: tuple[int, int]) -> None:
-    """``scale[j] LUT[j, i 2^B + c] = <x[8j:8j+8], C_i[c]>`` for every group, codebook and codeword, to fp16's
-    precision relative to the group's largest entry (which is stored as 2^15), also for activations of
-    thousands (whose products overflow fp16)."""
+    """``LUT[j, i 2^B + c] = <x[8j:8j+8], C_i[c]>`` for every group, codebook and codeword."""
     qw = random_additive(8, 72, *m_b, seed=2, device=DEVICE)
     state = additive.prepare(qw)
-    for mag in (1.0, 3000.0):
-        x = xs(1, 72, 4) * mag
-        x[0, :8] = 0  # a group of zeros
-        ref = torch.einsum("jt,ict->jic", x.float().reshape(9, 8), qw.codebooks.float().to(x.device)).reshape(9, -1)
-        lut, scale = additive.dot_table(state, x)
-        assert lut.dtype == torch.float16 and torch.isfinite(lut).all()
-        top = ref.abs().amax(1, keepdim=True).clamp_min(1e-30)
-        assert ((lut[:9].float() * scale[:9, None] - ref).abs() <= top * 2**-11).all()
-        assert (lut[1:9].float().abs().amax(1) == 2**15).all() and (lut[0] == 0).all() and (lut[9] == 0).all()
+    x = xs(1, 72, 4)
+    ref = torch.einsum("jt,ict->jic", x.float().reshape(9, 8), qw.codebooks.float().to(x.device)).reshape(9, -1)
+    lut = additive.dot_table(state, x)
+    torch.testing.assert_close(lut[:9], ref, rtol=1e-5, atol=1e-5)
+    assert (lut[9] == 0).all()
 
 
 def test_additive_large_values_stay_finite() -> None:

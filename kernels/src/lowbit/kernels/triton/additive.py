@@ -121,12 +121,10 @@ def uses_lut(st: AdditiveState, m: int) -> bool:
 
 
 @triton.jit
-def dots_kernel(X, CB, LUT, LS, Y, n_groups, N, NE: tl.constexpr, NE_P: tl.constexpr, BLOCK_G: tl.constexpr,
+def dots_kernel(X, CB, LUT, Y, n_groups, N, NE: tl.constexpr, NE_P: tl.constexpr, BLOCK_G: tl.constexpr,
                 ZERO: tl.constexpr, PDL: tl.constexpr):
-    """The table of dot products of ``BLOCK_G`` groups ``j`` with all ``NE = M 2^B`` codewords ``e``
-    (``CB`` ``(NE, 8)``, ``NE_P`` its power of two), ``d[j, e] = <X[0, 8j:8j+8], CB[e]>`` in fp32, stored
-    per group in fp16 as ``LUT[j, e] = d[j, e] / LS[j]`` with ``LS[j] = max_e |d[j, e]| / 2^15`` (fp32): the
-    entries keep fp16's 11 bits whatever the activations' magnitude. The row ``j = n_groups`` is zeros
+    """``LUT[j, e] = <X[0, 8j:8j+8], CB[e]>`` in fp32 for ``BLOCK_G`` groups ``j`` and all ``NE = M 2^B``
+    codewords ``e`` (``CB`` ``(NE, 8)``, ``NE_P`` its power of two); the row ``j = n_groups`` is zeros
     (the entries of masked groups). ``ZERO > 0``: also zero ``Y[0, ZERO pid ..]`` (``ZERO`` entries), the
     output the main kernel's split-K programs add into (one launch fewer than a separate fill). ``PDL``
     (programmatic dependent launch, sm_90+): let the main kernel launch at once (:func:`additive_kernel`
@@ -140,10 +138,7 @@ def dots_kernel(X, CB, LUT, LS, Y, n_groups, N, NE: tl.constexpr, NE_P: tl.const
     for g in tl.static_range(BLOCK_G):  # one group at a time: each codeword's 8 products summed in its thread
         j = pid * BLOCK_G + g
         x = tl.load(X + j * 8 + t, mask=j * 8 + t < n_groups * 8, other=0.0).to(tl.float32)
-        d = tl.sum(cb * x[None, :], axis=1)
-        top = tl.maximum(tl.max(tl.abs(d), axis=0), 1e-30)
-        tl.store(LUT + j * NE + e, (d * (32768.0 / top)).to(tl.float16), mask=(e < NE) & (j + 0 * e <= n_groups))
-        tl.store(LS + j, top / 32768.0, mask=j <= n_groups)
+        tl.store(LUT + j * NE + e, tl.sum(cb * x[None, :], axis=1), mask=(e < NE) & (j + 0 * e <= n_groups))
     if ZERO > 0:
         z = pid * ZERO + tl.arange(0, ZERO)
         tl.store(Y + z, tl.zeros((ZERO,), dtype=Y.dtype.element_ty), mask=z < N)
@@ -151,11 +146,11 @@ def dots_kernel(X, CB, LUT, LS, Y, n_groups, N, NE: tl.constexpr, NE_P: tl.const
 
 @triton.jit
 def gather(ptr, ASM: tl.constexpr):
-    """``*ptr`` (fp16), in ``ptr``'s layout. ``ASM``: an inline ``ld.global.nc``; Triton gives a
+    """``*ptr`` (fp32), in ``ptr``'s layout. ``ASM``: an inline ``ld.global.nc``; Triton gives a
     ``tl.load`` of addresses without contiguity a layout of its own and converts the address tile to it
     through shared memory (two 64-bit tiles an iteration in the table GEMV, Triton 3.9 offline)."""
     if ASM:
-        v = tl.inline_asm_elementwise("ld.global.nc.b16 $0, [$1];", "=h,l", [ptr], dtype=tl.float16, is_pure=True,
+        v = tl.inline_asm_elementwise("ld.global.nc.f32 $0, [$1];", "=r,l", [ptr], dtype=tl.float32, is_pure=True,
                                       pack=1)
     else:
         v = tl.load(ptr)
@@ -174,7 +169,7 @@ def load_codes(C, offs_n, N, stride_cn, stride_cj, j0, j_end, BLOCK_J: tl.conste
 
 
 @triton.jit
-def additive_kernel(X, LUT, LS, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, stride_cn, stride_cj, n_groups,
+def additive_kernel(X, LUT, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, stride_cn, stride_cj, n_groups,
                     NCB: tl.constexpr, B: tl.constexpr, USE_LUT: tl.constexpr, HAS_OUT: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, SPLIT: tl.constexpr,
                     SPLIT_GROUPS, OUT_CHUNK: tl.constexpr, PREFETCH: tl.constexpr, ASM: tl.constexpr,
@@ -217,12 +212,11 @@ def additive_kernel(X, LUT, LS, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, str
         else:
             c = load_codes(C, offs_n, N, stride_cn, stride_cj, j0, j_end, BLOCK_J)
         if USE_LUT:  # groups past j_end (codes 0) read the zero row n_groups
-            row = tl.where(ok, jj, n_groups)
-            t = LUT + row[None, :] * (NCB << B)
-            v = gather(t + (c & ((1 << B) - 1)), ASM).to(tl.float32)
+            t = LUT + tl.where(ok, jj, n_groups)[None, :] * (NCB << B)
+            v = gather(t + (c & ((1 << B) - 1)), ASM)
             for i in tl.static_range(1, NCB):
-                v += gather(t + (i << B) + ((c >> (i * B)) & ((1 << B) - 1)), ASM).to(tl.float32)
-            acc += v * tl.load(LS + row)[None, :]
+                v += gather(t + (i << B) + ((c >> (i * B)) & ((1 << B) - 1)), ASM)
+            acc += v
         else:
             w = tl.load(CB + (c & ((1 << B) - 1))[:, :, None] * 8 + e[None, None, :])
             for i in tl.static_range(1, NCB):
@@ -245,21 +239,19 @@ def additive_kernel(X, LUT, LS, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, str
     store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT)
 
 
-def dot_table(st: AdditiveState, x: Tensor, y: Tensor | None = None, pdl: bool = False) -> tuple[Tensor, Tensor]:
-    """The table of dot products of one activation row ``x`` with every codeword (:func:`dots_kernel`):
-    ``(d_in / 8 + 1, M 2^B)`` fp16 entries and ``(d_in / 8 + 1,)`` fp32 scales per group, ``LUT_m[j, c] =
-    <x_j, C_m[c]> = scale[j] entry[j, m 2^B + c]`` (the last row zeros); zeroes ``y`` ``(1, d_out)`` in
-    the same launch where given. ``pdl``: the next kernel is launched as its programmatic dependent."""
+def dot_table(st: AdditiveState, x: Tensor, y: Tensor | None = None, pdl: bool = False) -> Tensor:
+    """The ``(d_in / 8 + 1, M 2^B)`` fp32 table ``LUT_m[j, c] = <x_j, C_m[c]>`` of one activation row ``x``
+    (and a last row of zeros); zeroes ``y`` ``(1, d_out)`` in the same launch where given. ``pdl``: the
+    next kernel is launched as its programmatic dependent."""
     n_groups, ne = st.shape[1] // GROUP, st.n_codebooks << st.bits
-    lut = torch.empty(n_groups + 1, ne, dtype=torch.float16, device=x.device)
-    scale = torch.empty(n_groups + 1, dtype=torch.float32, device=x.device)
+    lut = torch.empty(n_groups + 1, ne, dtype=torch.float32, device=x.device)
     ne_p = triton.next_power_of_2(ne)
     block_g = 4  # groups per program (the codebooks loaded once for them)
     grid = triton.cdiv(n_groups + 1, block_g)
     zero = 0 if y is None else triton.next_power_of_2(triton.cdiv(y.numel(), grid))
-    dots_kernel[(grid,)](x, st.codebooks, lut, scale, lut if y is None else y, n_groups, st.shape[0], NE=ne,
-                         NE_P=ne_p, BLOCK_G=block_g, ZERO=zero, PDL=pdl)
-    return lut, scale
+    dots_kernel[(grid,)](x, st.codebooks, lut, lut if y is None else y, n_groups, st.shape[0], NE=ne, NE_P=ne_p,
+                         BLOCK_G=block_g, ZERO=zero, PDL=pdl)
+    return lut
 
 
 def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
@@ -272,9 +264,9 @@ def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
     # kernel's size (BLOCK_N x words values)
     block_j = max(2, min(c.words // 2, triton.next_power_of_2(triton.cdiv(n_groups, c.split_k))))  # tl.dot: K >= 16
     pdl = lut and dependent_launch(x)
-    table = dot_table(st, x, y if c.split_k > 1 else None, pdl) if lut else (x, x)  # (x: placeholders)
+    table = dot_table(st, x, y if c.split_k > 1 else None, pdl) if lut else x  # (x: a placeholder)
     additive_kernel[(triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k)](
-        x, *table, y, st.codes, st.codebooks, st.scales, *outlier_args(st.outliers, y), m, n,
+        x, table, y, st.codes, st.codebooks, st.scales, *outlier_args(st.outliers, y), m, n,
         k, x.stride(0), *st.codes.stride(), n_groups, NCB=st.n_codebooks, B=st.bits, USE_LUT=lut,
         HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n, BLOCK_J=block_j, SPLIT=c.split_k,
         SPLIT_GROUPS=split_blocks(n_groups, block_j, c.split_k), OUT_CHUNK=out_chunk(c.block_n, st.outliers),
