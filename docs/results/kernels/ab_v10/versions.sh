@@ -5,6 +5,7 @@
 # K-contiguous rows, the table's launch zeroes y, new configurations). Not kept in git (copies of committed files).
 # add_fused.py (kept): 5712dcf's parent with the table computed inside the main kernel for each iteration's groups
 # and gathered from shared memory (tl.gather), no separate launch.
+# add_fdc2ae9.py: fp16 table entries scaled per group (reverted after ab_fp16_table_h100_v10.json).
 # add_bg<G>.py: add_f98a2a4.py with G groups per program of the table kernel (4 shipped):
 #   for g in 1 2 8; do sed "s/    block_g = 4  # groups per program/    block_g = $g  # groups per program/" \
 #     $d/add_f98a2a4.py > $d/add_bg$g.py; done
