@@ -5,19 +5,26 @@ Layout built once by :func:`prepare`: the M codes of each (row n, group j) in on
 matrix stored with the rows contiguous for codebooks of B <= 8 bits (strides ``(1, d_out)``: a warp's
 16-byte loads cover 256 consecutive rows of one group, as the table GEMV below wants) and with the groups
 contiguous for 1x16 (K-contiguous per output row: a program owning ``BLOCK_N`` rows streams ``BLOCK_N``
-contiguous runs; the 1x16 GEMV took 1.1-1.2x the time with the rows contiguous at the tuned
+contiguous runs; the 1x16 GEMV took 1.09-1.24x the time with the rows contiguous at its tuned
 configurations, docs/results.md, v10); codebooks ``(M, 2^B, 8)`` fp16; scales ``(d_out,)`` fp16, applied
 once per row after the reduction (``y_n = s_n sum_j <x_j, sum_m C_m[c_njm]>``).
 
 **GEMV with a table of dot products** (codebooks of B <= 8 bits: 2x8; AQLM's batch-1 trick, as in its
 CPU kernels): a first small kernel (:func:`dots_kernel`) computes, for this call's activations, every
-group's dot product with every codeword, ``LUT_m[j, c] = <x_j, C_m[c]>`` (fp32, ``(d_in / 8, M 2^B)``:
-1 MiB for 2x8 and d_in = 4096); the main kernel then sums one gathered entry per code,
-``y_n = s_n sum_j sum_m LUT_m[j, c_njm]``: no multiplication in its loop. A warp's lanes hold rows of
-one group (the transposed layout), so the 32 entries of one gather instruction fall in that group's
-1 KiB table of 8 cache lines (gathering the 16-byte codewords themselves touched, in expectation, 20 of
-a codebook's 32 lines; docs/results.md, v9). Tiles are wide along the rows (128-512) and split along K
-(:data:`LUT_CONFIGS`), so that each program reads its groups' tables once for many rows.
+group's dot product with every codeword, ``LUT_m[j, c] = <x_j, C_m[c]>`` (fp32, ``(d_in / 8 + 1, M 2^B)``:
+1 MiB for 2x8 and d_in = 4096; each codeword's 8 products are summed in one thread), and zeroes the
+output that the main kernel's split-K programs add into. The main kernel then sums one gathered entry
+per code, ``y_n = s_n sum_j sum_m LUT_m[j, c_njm]``: no multiplication in its loop (1.7-1.8 sm_90
+instructions a weight against 5.5-6.2 for gathering codewords, Triton 3.6 and 3.9 offline). A warp's
+lanes hold rows of one group (the transposed layout), so the 32 entries of one gather instruction fall
+in that group's 1 KiB table of 8 cache lines (gathering the 16-byte codewords themselves touched, in
+expectation, 20 of a codebook's 32 lines; docs/results.md, v9). Tiles are wide along the rows (128-1024)
+and split along K (:data:`LUT_CONFIGS`), so that each program reads its groups' tables once for many
+rows. On sm_90 the main kernel is a programmatic dependent launch of the table's: it starts at once,
+issues its first codes' and the outlier walk's loads, and waits (``griddepcontrol.wait``) only before
+reading the table. Measured and not kept (docs/results.md, v10): computing each iteration's table inside
+the main kernel and gathering it from shared memory (``tl.gather``), 2.7-4.3x slower; fp16 entries with
+a scale per group, up to 1.13x slower.
 
 **Codeword gathers** (batches, and 1x16, whose table would be 65536 entries a group): each code's
 8-vector (one 16-byte load) is gathered into a ``(BLOCK_N, BLOCK_J, 8)`` tile in natural input order,
@@ -27,7 +34,9 @@ the tile (no permute) to ``(BLOCK_N, 8 BLOCK_J)`` fp16 for ``tl.dot`` (fp32 prod
 fp32 ``(BLOCK_N, BLOCK_J)`` accumulator, reduced once after the loop (products and group sums in fp16
 overflowed to inf for activations of a few hundred against codewords of 30, where the result is far
 inside fp16). For 2x8 the two codebooks are 8 KiB and stay in L1 (the AQLM CUDA kernel copies them to
-shared memory; Triton has no explicit shared-memory gather); for 1x16 the 1 MiB codebook is read
+shared memory; Triton's ``tl.gather`` stores its source to shared memory at every call and reads one
+element a load: batch tiles compiled to 14.0-15.3 sm_90 instructions a weight that way, against
+4.3-5.3, offline, v10); for 1x16 the 1 MiB codebook is read
 through L2 as in the AQLM 1x16 kernel. Sparse outliers are added in the same pass after the scaling.
 """
 
