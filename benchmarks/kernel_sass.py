@@ -159,7 +159,9 @@ def main() -> None:
         const = dict(NCB=2, B=8, HAS_OUT=False, BLOCK_M=1, BLOCK_N=bn, BLOCK_J=bj, SPLIT=1, OUT_CHUNK=32,
                      PREFETCH=ns > 1, ASM=True)
         if "USE_LUT" in additive.additive_kernel.arg_names:
-            const.update(USE_LUT=False, PDL=False, stride_cj=1)  # K-contiguous rows (1 is specialized)
+            # codeword gathers with K-contiguous rows, as until v9 (2x8 now stores its rows contiguous and
+            # takes the table GEMV at batch 1; 1x16 keeps this layout and this loop)
+            const.update(USE_LUT=False, PDL=False, stride_cj=1)
         rows.append(("additive", "2x8", (bn, bj * 2, nw, ns), bn * bj * 8 / (32 * nw),
                      longest_loop(compile_sass(additive.additive_kernel, const, nw, ns))))
     if "USE_LUT" in additive.additive_kernel.arg_names:  # the table-of-dot-products GEMV (session 20)

@@ -179,7 +179,7 @@ def test_binary_paths(bits: int, act_order: bool) -> None:
         check(qw, table.run(state, x, config), x)
 
 
-@pytest.mark.parametrize("m_b", [(2, 8), (1, 16), (1, 8)])
+@pytest.mark.parametrize("m_b", [(2, 8), (1, 16), (1, 8), (3, 4)])
 def test_additive_paths(m_b: tuple[int, int]) -> None:
     qw = random_additive(40, 200, *m_b, seed=5, device=DEVICE, n_outliers=6)
     state = additive.prepare(qw)
@@ -200,6 +200,36 @@ def test_additive_dot_table(m_b: tuple[int, int]) -> None:
     lut = additive.dot_table(state, x)
     torch.testing.assert_close(lut[:9], ref, rtol=1e-5, atol=1e-5)
     assert (lut[9] == 0).all()
+
+
+def test_additive_table_zeroes_the_output_and_checks_inputs() -> None:
+    """The table kernel zeroes the split-K output it is given (whatever it held); bad shapes and formats raise."""
+    qw = random_additive(40, 72, 2, 8, seed=3, device=DEVICE)
+    state = additive.prepare(qw)
+    y = torch.full((1, 40), float("nan"), dtype=torch.float16, device=DEVICE)
+    additive.dot_table(state, xs(1, 72, 1), y)
+    assert (y == 0).all()
+    with pytest.raises(ValueError, match="one row"):
+        additive.dot_table(state, xs(2, 72, 1))
+    with pytest.raises(ValueError, match="inputs"):
+        additive.run(state, xs(1, 64, 1))
+    with pytest.raises(ValueError, match="M x B <= 16"):
+        additive.prepare(random_additive(8, 72, 3, 8, seed=3, device=DEVICE))
+
+
+def test_additive_bf16_paths() -> None:
+    """bf16 activations through the table GEMV (with and without split K), the codeword GEMV (1x16) and,
+    compiled only, the batch path (Triton 3.9's interpreter returns garbage for a bf16 ``tl.dot``)."""
+    for m_b, m, config in [((2, 8), 1, Config(256, 16, 4, 2, 8)), ((2, 8), 1, Config(128, 16, 4, 1, 1)),
+                           ((1, 16), 1, Config(16, 64, 4, 2, 2)), ((2, 8), 3, Config(32, 32, 4, 2, 2))]:
+        if m > 1 and INTERPRET:
+            continue
+        qw = random_additive(48, 96, *m_b, seed=6, device=DEVICE, n_outliers=4)
+        x = xs(m, 96, m).to(torch.bfloat16)
+        y = additive.run(additive.prepare(qw), x, config)
+        assert y.dtype == torch.bfloat16
+        ref = x.double() @ qw.dequantize(torch.float64).to(x.device).T
+        assert float((y.double() - ref).abs().max() / ref.abs().max()) < 1e-2
 
 
 def test_additive_large_values_stay_finite() -> None:

@@ -115,6 +115,9 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Ad
     assert qw.codebooks is not None and qw.scales is not None
     d_out, d_in = qw.shape
     n_cb, b = qw.codes.shape[-1], int(qw.bits)
+    if n_cb * b > 16 or d_in % GROUP:
+        raise ValueError(f"the kernel takes M x B <= 16 bits of codes per group of {GROUP} inputs, got {n_cb}x{b} "
+                         f"and d_in = {d_in}")
     codes = qw.codes.to(dev).long()
     word = signed_bits(sum(codes[..., m] << (m * b) for m in range(n_cb)), 16, torch.int16)  # (d_out, J)
     word = word.T.contiguous().T if b <= LUT_BITS else word.contiguous()  # B <= 8: stored (J, d_out)
@@ -155,7 +158,9 @@ def dots_kernel(X, CB, LUT, Y, n_groups, N, NE: tl.constexpr, NE_P: tl.constexpr
 
 @triton.jit
 def gather(ptr, ASM: tl.constexpr):
-    """``*ptr`` (fp32), in ``ptr``'s layout. ``ASM``: an inline ``ld.global.nc``; Triton gives a
+    """``*ptr`` (fp32), in ``ptr``'s layout. ``ASM``: an inline ``ld.global.nc`` (read-only data: the table,
+    which the dependent launch's table kernel may still be writing while this kernel runs, is read only
+    after ``gdc_wait``, when its writes are complete and visible); Triton gives a
     ``tl.load`` of addresses without contiguity a layout of its own and converts the address tile to it
     through shared memory (two 64-bit tiles an iteration in the table GEMV, Triton 3.9 offline)."""
     if ASM:
@@ -189,8 +194,8 @@ def additive_kernel(X, LUT, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_
     (:func:`dots_kernel`) instead of gathering codewords (:func:`gather`, inline PTX with ``ASM``). ``PREFETCH``
     (:func:`lowbit.kernels.triton.common.loads_ahead`, GEMV only): the next iteration's codes are loaded
     before this one's gathers, so the gathers do not wait for a load from memory. ``PDL`` (launched as a
-    programmatic dependent of :func:`dots_kernel`): the outlier walk's and the first codes' loads are issued
-    before waiting for the table (and the zeroed ``Y``)."""
+    programmatic dependent of :func:`dots_kernel`): the outlier walk's loads, and with ``PREFETCH`` the first
+    codes', are issued before waiting for the table (and the zeroed ``Y``)."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -252,6 +257,9 @@ def dot_table(st: AdditiveState, x: Tensor, y: Tensor | None = None, pdl: bool =
     """The ``(d_in / 8 + 1, M 2^B)`` fp32 table ``LUT_m[j, c] = <x_j, C_m[c]>`` of one activation row ``x``
     (and a last row of zeros); zeroes ``y`` ``(1, d_out)`` in the same launch where given. ``pdl``: the
     next kernel is launched as its programmatic dependent."""
+    if x.shape != (1, st.shape[1]) or st.bits > LUT_BITS:
+        raise ValueError(f"a table of dot products takes one row of {st.shape[1]} activations and codebooks of at "
+                         f"most {LUT_BITS} bits, got {tuple(x.shape)} and {st.bits} bits")
     n_groups, ne = st.shape[1] // GROUP, st.n_codebooks << st.bits
     lut = torch.empty(n_groups + 1, ne, dtype=torch.float32, device=x.device)
     ne_p = triton.next_power_of_2(ne)
@@ -264,6 +272,8 @@ def dot_table(st: AdditiveState, x: Tensor, y: Tensor | None = None, pdl: bool =
 
 
 def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
+    if x.shape[1] != st.shape[1]:
+        raise ValueError(f"x has {x.shape[1]} inputs, the weight {st.shape[1]}")
     m, (n, k) = x.shape[0], st.shape
     bm = block_m(m)
     lut = uses_lut(st, m)
