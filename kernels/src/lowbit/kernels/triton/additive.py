@@ -80,7 +80,7 @@ from .common import (
 GROUP = 8
 LUT_BITS = 8  # codebooks of at most this many bits take the table-of-dot-products GEMV
 
-# The table GEMV's tiles: 128-1024 rows (a warp's 16-byte loads span 256 rows of one group), 8-16 groups
+# The table GEMV's tiles: 128-1024 rows (a warp's 16-byte loads span 256 rows of one group), 4-16 groups
 # per iteration (``words // 2``), split along K so that the 4096-row layers have 128-256 programs (the
 # fastest of 24 configurations at each benchmark shape on the H100 and those near them,
 # docs/results/kernels/ab_v10/parts_additive_h100_v10.json), or 512-1024 programs: the main kernel of the
