@@ -78,7 +78,8 @@ from .common import (
 )
 
 GROUP = 8
-LUT_BITS = 8  # codebooks of at most this many bits take the table-of-dot-products GEMV
+LUT_BITS = 8  # codebooks of at most this many bits can take the table-of-dot-products GEMV
+LUT_MIN_ROWS = 128  # GEMV configurations of at least this many rows a tile take it (all of LUT_CONFIGS)
 
 # The table GEMV's tiles: 128-1024 rows (a warp's 16-byte loads span 256 rows of one group), 4-16 groups
 # per iteration (``words // 2``), split along K so that the 4096-row layers have 128-256 programs (the
@@ -127,9 +128,11 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Ad
                          (d_out, d_in))
 
 
-def uses_lut(st: AdditiveState, m: int) -> bool:
-    """Whether ``m`` activation rows take the table-of-dot-products GEMV (one row, codebooks of <= 8 bits)."""
-    return m == 1 and st.bits <= LUT_BITS
+def uses_lut(st: AdditiveState, m: int, c: Config) -> bool:
+    """Whether ``m`` activation rows at configuration ``c`` take the table-of-dot-products GEMV: one row,
+    codebooks of <= 8 bits and tiles of at least :data:`LUT_MIN_ROWS` rows (the tuner chooses between the
+    two GEMVs per shape: the table's extra launch cost SmolLM2's small layers more than it saved)."""
+    return m == 1 and st.bits <= LUT_BITS and c.block_n >= LUT_MIN_ROWS
 
 
 @triton.jit
@@ -276,7 +279,7 @@ def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
         raise ValueError(f"x has {x.shape[1]} inputs, the weight {st.shape[1]}")
     m, (n, k) = x.shape[0], st.shape
     bm = block_m(m)
-    lut = uses_lut(st, m)
+    lut = uses_lut(st, m, c)
     y = output(m, n, c.split_k, x, zero=not lut)  # the table's launch zeroes it
     n_groups = k // GROUP
     # one int16 code per 8 weights: half a config word per group keeps the fp32 tiles at the uniform
@@ -295,11 +298,12 @@ def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
 
 
 def tuning(st: AdditiveState, xa: Tensor) -> tuple[tuple, list[Config]]:
-    """The tuning key of ``st`` for activations ``xa`` and the configurations tried (the table GEMV's
-    :data:`LUT_CONFIGS`, keyed ``additive_lut``)."""
-    lut = uses_lut(st, xa.shape[0])
-    return (("additive_lut" if lut else "additive", *st.shape, st.n_codebooks, st.bits, st.outliers is not None,
-             block_m(xa.shape[0]), xa.dtype), LUT_CONFIGS if lut else candidates(xa.shape[0]))
+    """The tuning key of ``st`` for activations ``xa`` and the configurations tried: for one row and
+    codebooks of <= 8 bits, the codeword GEMV's and the table GEMV's (:data:`LUT_CONFIGS`)."""
+    m = xa.shape[0]
+    table = LUT_CONFIGS if m == 1 and st.bits <= LUT_BITS else []
+    return (("additive", *st.shape, st.n_codebooks, st.bits, st.outliers is not None, block_m(m), xa.dtype),
+            candidates(m) + table)
 
 
 def run(st: AdditiveState, x: Tensor, config: Config | None = None) -> Tensor:
