@@ -80,6 +80,9 @@ from .common import (
 GROUP = 8
 LUT_BITS = 8  # codebooks of at most this many bits can take the table-of-dot-products GEMV
 LUT_MIN_ROWS = 128  # GEMV configurations of at least this many rows a tile take it (all of LUT_CONFIGS)
+# ... offered to the tuner for layers of at least this many weights: the 4096-wide layers (16.8M-45M) ran
+# 1.6-2.4x faster with it, SmolLM2's (at most 0.9M) decoded slower in CUDA graphs (docs/results.md, v10)
+LUT_MIN_WEIGHTS = 1 << 22
 
 # The table GEMV's tiles: 128-1024 rows (a warp's 16-byte loads span 256 rows of one group), 4-16 groups
 # per iteration (``words // 2``), split along K so that the 4096-row layers have 128-256 programs (the
@@ -298,10 +301,11 @@ def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
 
 
 def tuning(st: AdditiveState, xa: Tensor) -> tuple[tuple, list[Config]]:
-    """The tuning key of ``st`` for activations ``xa`` and the configurations tried: for one row and
-    codebooks of <= 8 bits, the codeword GEMV's and the table GEMV's (:data:`LUT_CONFIGS`)."""
+    """The tuning key of ``st`` for activations ``xa`` and the configurations tried: for one row,
+    codebooks of <= 8 bits and layers of at least :data:`LUT_MIN_WEIGHTS` weights, the codeword GEMV's
+    and the table GEMV's (:data:`LUT_CONFIGS`)."""
     m = xa.shape[0]
-    table = LUT_CONFIGS if m == 1 and st.bits <= LUT_BITS else []
+    table = LUT_CONFIGS if m == 1 and st.bits <= LUT_BITS and st.shape[0] * st.shape[1] >= LUT_MIN_WEIGHTS else []
     return (("additive", *st.shape, st.n_codebooks, st.bits, st.outliers is not None, block_m(m), xa.dtype),
             candidates(m) + table)
 
