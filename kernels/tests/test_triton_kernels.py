@@ -182,12 +182,14 @@ def test_binary_paths(bits: int, act_order: bool) -> None:
 @pytest.mark.parametrize("m_b", [(2, 8), (1, 16), (1, 8), (3, 4)])
 def test_additive_paths(m_b: tuple[int, int]) -> None:
     qw = random_additive(40, 200, *m_b, seed=5, device=DEVICE, n_outliers=6)
-    state = additive.prepare(qw)
     paths = [(1, Config(32, 16)), (1, Config(8, 128)), (1, Config(16, 64, 4, 1)), (4, Config(32, 32)),
              (17, Config(64, 64)), (1, Config(256, 16, 4, 2, 8)), (1, Config(128, 8, 4, 1, 3))] + SPLIT_PATHS
-    for m, config in paths:
-        x = xs(m, 200, m)
-        check(qw, additive.run(state, x, config), x)
+    for rows in (False, True) if m_b[1] <= 8 else (False,):  # both layouts; rows contiguous: the table GEMV
+        state = additive.prepare(qw, table=rows)
+        assert state.table == rows and (state.codes.stride(0) == 1) == rows
+        for m, config in paths:
+            x = xs(m, 200, m)
+            check(qw, additive.run(state, x, config), x)
 
 
 @pytest.mark.parametrize("m_b", [(2, 8), (1, 8), (3, 4)])
@@ -215,6 +217,9 @@ def test_additive_table_zeroes_the_output_and_checks_inputs() -> None:
         additive.run(state, xs(1, 64, 1))
     with pytest.raises(ValueError, match="M x B <= 16"):
         additive.prepare(random_additive(8, 72, 3, 8, seed=3, device=DEVICE))
+    with pytest.raises(ValueError, match="at most 8 bits"):
+        additive.prepare(random_additive(8, 72, 1, 16, seed=3, device=DEVICE), table=True)
+    assert not state.table and additive.prepare(qw, table=True).table  # small layers keep v9's layout
 
 
 def test_additive_bf16_paths() -> None:
@@ -226,7 +231,7 @@ def test_additive_bf16_paths() -> None:
             continue
         qw = random_additive(48, 96, *m_b, seed=6, device=DEVICE, n_outliers=4)
         x = xs(m, 96, m).to(torch.bfloat16)
-        y = additive.run(additive.prepare(qw), x, config)
+        y = additive.run(additive.prepare(qw, table=m_b[1] <= 8), x, config)
         assert y.dtype == torch.bfloat16
         ref = x.double() @ qw.dequantize(torch.float64).to(x.device).T
         assert float((y.double() - ref).abs().max() / ref.abs().max()) < 1e-2

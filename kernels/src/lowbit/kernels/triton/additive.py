@@ -80,8 +80,10 @@ from .common import (
 GROUP = 8
 LUT_BITS = 8  # codebooks of at most this many bits can take the table-of-dot-products GEMV
 LUT_MIN_ROWS = 128  # GEMV configurations of at least this many rows a tile take it (all of LUT_CONFIGS)
-# ... offered to the tuner for layers of at least this many weights: the 4096-wide layers (16.8M-45M) ran
-# 1.6-2.4x faster with it, SmolLM2's (at most 0.9M) decoded slower in CUDA graphs (docs/results.md, v10)
+# Layers of at least this many weights (and codebooks of <= 8 bits) store their rows contiguous and offer
+# the table GEMV to the tuner; smaller ones keep v9's layout and codeword GEMV. The 4096-wide layers
+# (16.8M-45M) ran 1.6-2.4x faster with it; SmolLM2's (at most 0.9M) decoded slower in CUDA graphs with the
+# rows contiguous, with or without the table (docs/results.md, v10). Sizes in between were not measured.
 LUT_MIN_WEIGHTS = 1 << 22
 
 # The table GEMV's tiles: 128-1024 rows (a warp's 16-byte loads span 256 rows of one group), 4-16 groups
@@ -111,10 +113,14 @@ class AdditiveState:
     n_codebooks: int
     bits: int
     shape: tuple[int, int]
+    table: bool  # rows contiguous, the table GEMV offered (B <= 8, at least LUT_MIN_WEIGHTS weights)
 
 
-def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> AdditiveState:
-    """Re-layout an additive ``qw`` (codes ``(d_out, d_in / 8, M)``) for the kernel (once)."""
+def prepare(qw: QuantizedWeight, device: torch.device | str | None = None, table: bool | None = None
+            ) -> AdditiveState:
+    """Re-layout an additive ``qw`` (codes ``(d_out, d_in / 8, M)``) for the kernel (once). ``table``: store
+    the rows contiguous and offer the table GEMV (default: codebooks of <= 8 bits and at least
+    :data:`LUT_MIN_WEIGHTS` weights)."""
     dev = torch.device(device) if device is not None else qw.codes.device
     assert qw.codebooks is not None and qw.scales is not None
     d_out, d_in = qw.shape
@@ -124,18 +130,22 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Ad
                          f"and d_in = {d_in}")
     codes = qw.codes.to(dev).long()
     word = signed_bits(sum(codes[..., m] << (m * b) for m in range(n_cb)), 16, torch.int16)  # (d_out, J)
-    word = word.T.contiguous().T if b <= LUT_BITS else word.contiguous()  # B <= 8: stored (J, d_out)
+    if table is None:
+        table = b <= LUT_BITS and d_out * d_in >= LUT_MIN_WEIGHTS
+    elif table and b > LUT_BITS:
+        raise ValueError(f"the table GEMV takes codebooks of at most {LUT_BITS} bits, not {b}")
+    word = word.T.contiguous().T if table else word.contiguous()  # table: stored (J, d_out)
     return AdditiveState(word,
                          qw.codebooks.to(dev, torch.float16).contiguous(),
                          qw.scales.to(dev, torch.float16).reshape(-1).contiguous(), grid_outliers(qw, dev), n_cb, b,
-                         (d_out, d_in))
+                         (d_out, d_in), table)
 
 
 def uses_lut(st: AdditiveState, m: int, c: Config) -> bool:
     """Whether ``m`` activation rows at configuration ``c`` take the table-of-dot-products GEMV: one row,
-    codebooks of <= 8 bits and tiles of at least :data:`LUT_MIN_ROWS` rows (the tuner chooses between the
+    a layer that offers it (``st.table``) and tiles of at least :data:`LUT_MIN_ROWS` rows (the tuner chooses between the
     two GEMVs per shape: the table's extra launch cost SmolLM2's small layers more than it saved)."""
-    return m == 1 and st.bits <= LUT_BITS and c.block_n >= LUT_MIN_ROWS
+    return m == 1 and st.table and c.block_n >= LUT_MIN_ROWS
 
 
 @triton.jit
@@ -302,10 +312,10 @@ def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
 
 def tuning(st: AdditiveState, xa: Tensor) -> tuple[tuple, list[Config]]:
     """The tuning key of ``st`` for activations ``xa`` and the configurations tried: for one row,
-    codebooks of <= 8 bits and layers of at least :data:`LUT_MIN_WEIGHTS` weights, the codeword GEMV's
-    and the table GEMV's (:data:`LUT_CONFIGS`)."""
+    a layer that offers the table GEMV (``st.table``), the codeword GEMV's and the table GEMV's
+    (:data:`LUT_CONFIGS`)."""
     m = xa.shape[0]
-    table = LUT_CONFIGS if m == 1 and st.bits <= LUT_BITS and st.shape[0] * st.shape[1] >= LUT_MIN_WEIGHTS else []
+    table = LUT_CONFIGS if m == 1 and st.table else []
     return (("additive", *st.shape, st.n_codebooks, st.bits, st.outliers is not None, block_m(m), xa.dtype),
             candidates(m) + table)
 
