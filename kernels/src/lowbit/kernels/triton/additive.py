@@ -2,35 +2,38 @@
 
 Layout built once by :func:`prepare`: the M codes of each (row n, group j) in one int16 word
 ``sum_m code_m << (m B)`` (M B <= 16: "2x8" and "1x16", 2 bits per weight), a ``(d_out, d_in / 8)``
-matrix stored with the rows contiguous for codebooks of B <= 8 bits (strides ``(1, d_out)``: a warp's
-16-byte loads cover 256 consecutive rows of one group, as the table GEMV below wants) and with the groups
-contiguous for 1x16 (K-contiguous per output row: a program owning ``BLOCK_N`` rows streams ``BLOCK_N``
-contiguous runs; the 1x16 GEMV took 1.09-1.24x the time with the rows contiguous at its tuned
-configurations, docs/results.md, v10); codebooks ``(M, 2^B, 8)`` fp16; scales ``(d_out,)`` fp16, applied
-once per row after the reduction (``y_n = s_n sum_j <x_j, sum_m C_m[c_njm]>``).
+matrix stored with the rows contiguous for codebooks of B <= 8 bits in layers of at least
+:data:`LUT_MIN_WEIGHTS` weights (strides ``(1, d_out)``: a warp's 16-byte loads cover 256 consecutive rows
+of one group, as the table GEMV below wants; ``AdditiveState.table``) and otherwise with the groups
+contiguous (K-contiguous per output row: a program owning ``BLOCK_N`` rows streams ``BLOCK_N`` contiguous
+runs; the 1x16 GEMV took 1.09-1.24x the time with the rows contiguous at its tuned configurations, and
+SmolLM2's 2x8 layers decoded slower with them, docs/results.md, v10); codebooks ``(M, 2^B, 8)`` fp16;
+scales ``(d_out,)`` fp16, applied once per row after the reduction (``y_n = s_n sum_j <x_j, sum_m C_m[c_njm]>``).
 
-**GEMV with a table of dot products** (codebooks of B <= 8 bits: 2x8; AQLM's batch-1 trick, as in its
-CPU kernels): a first small kernel (:func:`dots_kernel`) computes, for this call's activations, every
-group's dot product with every codeword, ``LUT_m[j, c] = <x_j, C_m[c]>`` (fp32, ``(d_in / 8 + 1, M 2^B)``:
-1 MiB for 2x8 and d_in = 4096; each codeword's 8 products are summed in one thread), and zeroes the
-output that the main kernel's split-K programs add into. The main kernel then sums one gathered entry
-per code, ``y_n = s_n sum_j sum_m LUT_m[j, c_njm]``: no multiplication in its loop (1.7-1.8 sm_90
-instructions a weight against 5.5-6.2 for gathering codewords, Triton 3.6 and 3.9 offline). A warp's
-lanes hold rows of one group (the transposed layout), so the 32 entries of one gather instruction fall
-in that group's 1 KiB table of 8 cache lines (gathering the 16-byte codewords themselves touched, in
-expectation, 20 of a codebook's 32 lines; docs/results.md, v9). Tiles are wide along the rows (128-1024)
-and split along K (:data:`LUT_CONFIGS`), so that each program reads its groups' tables once for many
-rows. On sm_90 the main kernel is a programmatic dependent launch of the table's: it starts at once,
-issues its first codes' and the outlier walk's loads, and waits (``griddepcontrol.wait``) only before
-reading the table. Measured and not kept (docs/results.md, v10): computing each iteration's table inside
-the main kernel and gathering it from shared memory (``tl.gather``), 2.7-4.3x slower; fp16 entries with
-a scale per group, up to 1.13x slower.
+**GEMV with a table of dot products** (layers whose rows are contiguous, above; AQLM's batch-1 trick, as in
+its CPU kernels; the tuner chooses it or the codeword GEMV by configuration, tiles of at least
+:data:`LUT_MIN_ROWS` rows taking the table): a first small kernel (:func:`dots_kernel`) computes, for this
+call's activations, every group's dot product with every codeword, ``LUT_m[j, c] = <x_j, C_m[c]>`` (fp32,
+``(d_in / 8 + 1, M 2^B)``: 1 MiB for 2x8 and d_in = 4096; each codeword's 8 products are summed in one
+thread), and zeroes the output that the main kernel's split-K programs add into. The main kernel then sums
+one gathered entry per code, ``y_n = s_n sum_j sum_m LUT_m[j, c_njm]``: no multiplication in its loop
+(1.7-1.8 sm_90 instructions a weight against 5.5-6.2 for gathering codewords, Triton 3.6 and 3.9 offline). A
+warp's lanes hold rows of one group (the transposed layout), so the 32 entries of one gather instruction
+fall in that group's 1 KiB table of 8 cache lines (gathering the 16-byte codewords themselves touched, in
+expectation, 20 of a codebook's 32 lines; docs/results.md, v9). Tiles are wide along the rows (128-1024) and
+split along K (:data:`LUT_CONFIGS`), so that each program reads its groups' tables once for many rows. On
+sm_90 the main kernel is a programmatic dependent launch of the table's: it starts at once, issues its first
+codes' and the outlier walk's loads, and waits (``griddepcontrol.wait``) only before reading the table.
+Measured and not kept (docs/results.md, v10): computing each iteration's table inside the main kernel and
+gathering it from shared memory (``tl.gather``), 2.7-4.3x slower; fp16 entries with a scale per group, up to
+1.13x slower.
 
-**Codeword gathers** (batches, and 1x16, whose table would be 65536 entries a group): each code's
+**Codeword gathers** (batches; GEMVs of 1x16, whose table would be 65536 entries a group, and of smaller
+layers; and whatever the tuner chooses): each code's
 8-vector (one 16-byte load) is gathered into a ``(BLOCK_N, BLOCK_J, 8)`` tile in natural input order,
 summing the M codebooks' vectors in fp16 (codewords of row-scaled weights are small). Batches reshape
-the tile (no permute) to ``(BLOCK_N, 8 BLOCK_J)`` fp16 for ``tl.dot`` (fp32 products and accumulation); a
-1x16 GEMV multiplies the tile by the ``(BLOCK_J, 8)`` activations in fp32 and sums each group into an
+the tile (no permute) to ``(BLOCK_N, 8 BLOCK_J)`` fp16 for ``tl.dot`` (fp32 products and accumulation); the
+GEMV multiplies the tile by the ``(BLOCK_J, 8)`` activations in fp32 and sums each group into an
 fp32 ``(BLOCK_N, BLOCK_J)`` accumulator, reduced once after the loop (products and group sums in fp16
 overflowed to inf for activations of a few hundred against codewords of 30, where the result is far
 inside fp16). For 2x8 the two codebooks are 8 KiB and stay in L1 (the AQLM CUDA kernel copies them to
