@@ -109,7 +109,7 @@ LUT_CONFIGS = [Config(512, 32, 8, 2, 16), Config(256, 16, 4, 2, 16), Config(256,
 class AdditiveState:
     """The kernel layout of one additive weight (see the module docstring)."""
 
-    codes: Tensor  # (d_out, d_in / 8) int16: sum_m code_m << (m B); strides (1, d_out) for B <= 8
+    codes: Tensor  # (d_out, d_in / 8) int16: sum_m code_m << (m B); strides (1, d_out) where table
     codebooks: Tensor  # (M, 2^B, 8) fp16
     scales: Tensor  # (d_out,) fp16
     outliers: Outliers | None
