@@ -8,6 +8,7 @@ so kernel versions can be compared where no GPU is at hand (the H100 times are i
 
     python benchmarks/kernel_sass.py                    # the kernels in this checkout
     python benchmarks/kernel_sass.py --ref 063b693      # the kernels of a commit (session 12's v2)
+    python benchmarks/kernel_sass.py --atomics          # the atomic adds of split K (CAS loops or REDG)
 
 The kernels of ``--ref`` are read with ``git show`` into a temporary package, so their own relative
 imports work. Pointer arguments and integer arguments the kernels expect to be multiples of 16
@@ -123,13 +124,48 @@ def column_table_rows(column_tables: ModuleType) -> list[tuple]:
     return rows
 
 
+def atomic_rows(mods: dict[str, ModuleType]) -> list[tuple[str, str, list[str]]]:
+    """The atomic instructions (``ATOMG``, ``REDG``) with which the kernels add their partials into ``y``
+    (split K, mixed-width segments): GEMVs of 4-32 rows a tile and batches of 16, where the kernels have
+    them. A compare-and-swap (``ATOMG.E.CAS``) is an fp16 add emulated one element at a time."""
+    u, ct, ad = mods["uniform"], mods.get("column_tables"), mods["additive"]
+    cases = []
+    for bm, bn, nw in ((1, 8, 8), (1, 32, 4), (16, 128, 4)):
+        const = dict(GS=128, KB=128, PER=8, W0=4, W1=0, HAS_PERM=False, HAS_OUT=False, BLOCK_M=bm, BLOCK_N=bn,
+                     GPI=4 if bm == 1 else 2, SPLIT=2, OUT_CHUNK=32, ASM=True, PREFETCH=bm == 1)
+        cases.append(("uniform 4-bit", f"batch {bm}, {bn} rows, split 2", u.uniform_kernel, const, nw, 2))
+    if ct is not None and "PARTS" in ct.column_table_kernel.arg_names:
+        for bm, kr, nw, widths in ((1, 256, 8, (4, 0, 0)), (1, 128, 4, (2, 3, 4)), (16, 64, 4, (4, 0, 0))):
+            const = dict(B0=widths[0], B1=widths[1], B2=widths[2], B3=0, HAS_PERM=False, HAS_OUT=False, KR=kr,
+                         SPLIT=2, PARTS=2 * sum(w > 0 for w in widths), BLOCK_M=bm, OUT_CHUNK=32, ASM=True)
+            cases.append(("column tables", f"widths {widths}, batch {bm}, split 2", ct.column_table_kernel, const,
+                          nw, 1))
+    if "USE_LUT" in ad.additive_kernel.arg_names:
+        for bm, bn, bj, nw in ((1, 8, 128, 4), (16, 64, 16, 4)):
+            const = dict(NCB=1, B=16, USE_LUT=False, HAS_OUT=False, BLOCK_M=bm, BLOCK_N=bn, BLOCK_J=bj, SPLIT=8,
+                         OUT_CHUNK=32, PREFETCH=bm == 1, ASM=True, PDL=True, stride_cj=1)
+            cases.append(("additive 1x16", f"batch {bm}, {bn} rows, split 8", ad.additive_kernel, const, nw, 1))
+    rows = []
+    for kind, case, fn, const, nw, ns in cases:
+        sass = compile_sass(fn, const, nw, ns)
+        ops = [m.group(1) for m in re.finditer(r"\b((?:ATOMG|REDG)\.[A-Za-z0-9.]+)", sass)]
+        rows.append((kind, case, ops))
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ref", help="a git commit whose kernels to compile instead of this checkout's")
     p.add_argument("--json", help="write the rows here")
+    p.add_argument("--atomics", action="store_true", help="list the atomic instructions that add partials instead")
     a = p.parse_args()
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     mods = kernel_modules(a.ref)
+    if a.atomics:
+        print(f"kernels: {a.ref or 'this checkout'}\n\n| kernel | case | atomic instructions |\n|---|---|---|")
+        for kind, case, ops in atomic_rows(mods):
+            print(f"| {kind} | {case} | {', '.join(f'{k} x{v}' for k, v in Counter(ops).items())} |")
+        return
     uniform, additive, table = mods["uniform"], mods["additive"], mods["table"]
     rows = []
     # a uniform GEMV that prefetches into two buffers (v5 on) has its loop unrolled by two: two iterations' codes

@@ -283,13 +283,27 @@ def outliers_end(acc, first, end, r, d, xv, X, stride_xm, offs_m, m_mask, offs_n
 @triton.jit
 def store_y(Y, acc, offs_m, m_mask, offs_n, N, PARTS: tl.constexpr):
     """Write the ``(BLOCK_M, BLOCK_N)`` tile in ``Y``'s dtype, or with ``PARTS`` > 1 programs adding into
-    each output (split K, segments) add it atomically (``Y`` zero-filled, fp16 or fp32: :func:`output`)."""
+    each output (split K, segments) add it atomically (``Y`` zero-filled, fp16 or fp32: :func:`output`).
+
+    A GEMV tile (``BLOCK_M == 1``) of 4-64 rows has fewer outputs than the program has threads, so Triton
+    gives its atomic one output a thread, and an fp16 atomic add of one element compiles to a loop of
+    compare-and-swap (``ATOMG.E.CAS``: a load and a CAS round trip to L2 per program, more where programs
+    collide; sm_90 adds fp16 natively only in pairs and wider). The tile is therefore broadcast to
+    ``R x BLOCK_N`` (``R = 1024 / BLOCK_N``), only its first row unmasked: with at least two elements a
+    thread Triton's atomic becomes one vector reduction of contiguous outputs (``REDG.E.ADD.F16x2..x8``,
+    fire and forget; sm_90 SASS, ``benchmarks/kernel_sass.py --atomics``)."""
     ptr = Y + offs_m[:, None] * N + offs_n[None, :]
     mask = m_mask[:, None] & (offs_n < N)[None, :]
-    if PARTS > 1:
-        tl.atomic_add(ptr, acc.to(Y.dtype.element_ty), mask=mask, sem="relaxed")
+    v = acc.to(Y.dtype.element_ty)
+    if PARTS == 1:
+        tl.store(ptr, v, mask=mask)
+    elif acc.shape[0] == 1:
+        BN: tl.constexpr = acc.shape[1]
+        R: tl.constexpr = 1024 // BN if BN < 1024 else 1
+        first = (tl.arange(0, R) == 0)[:, None]
+        tl.atomic_add(tl.broadcast_to(ptr, (R, BN)), tl.broadcast_to(v, (R, BN)), mask=first & mask, sem="relaxed")
     else:
-        tl.store(ptr, acc.to(Y.dtype.element_ty), mask=mask)
+        tl.atomic_add(ptr, v, mask=mask, sem="relaxed")
 
 
 # ------------------------------------------------------------------------------------------------ launch
@@ -319,14 +333,16 @@ class Config:
 # and so few row tiles, split along K for >= 2 programs per SM; and 8- and 16-warp programs
 # of 8-16 rows (about 32 warps an SM on the 4096-row layers: the uniform GEMV's 2- and 4-bit layers ran
 # 1.0-1.1x faster with them on the H100, session 15; the 2-stage one, which prefetches, for 4-bit). The
-# H100's sweep chose from all (docs/results.md).
+# H100's sweep chose from all (docs/results.md). The last three split the H100's chosen ones (uniform:
+# 8 rows on 8 warps; column tables: 256-512 columns on 16 warps) along K, since split-K GEMVs add their
+# partials with vector reductions instead of compare-and-swap loops (:func:`store_y`, session 21).
 # Batches: tl.dot tiles of 16-64 rows, split along K when the row tiles alone are fewer than about two
 # per SM.
 GEMV_CONFIGS = [Config(16, 128, 8, 2), Config(16, 64, 4, 3), Config(8, 128, 4, 2), Config(4, 128, 2, 3),
                 Config(32, 32, 4, 4), Config(32, 64, 4, 3, 2), Config(32, 64, 4, 3, 4), Config(64, 32, 2, 3, 8),
                 Config(16, 32, 2, 3, 2), Config(16, 256, 8, 2), Config(8, 256, 4, 2), Config(16, 128, 8, 2, 2),
                 Config(16, 128, 8, 1), Config(4, 256, 2, 2), Config(8, 128, 8, 1), Config(16, 128, 16, 1),
-                Config(8, 128, 8, 2)]
+                Config(8, 128, 8, 2), Config(8, 128, 8, 2, 2), Config(16, 256, 16, 1, 2), Config(8, 128, 8, 1, 4)]
 DOT_CONFIGS = [Config(32, 32, 4, 2), Config(64, 32, 4, 3), Config(32, 64, 8, 2), Config(16, 32, 4, 3),
                Config(32, 32, 4, 3, 4), Config(16, 32, 4, 3, 2), Config(64, 32, 4, 3, 8), Config(32, 64, 4, 3, 8)]
 # Tensor-core tiles with the weights as the register operand (uniform batches): 64 or 128 rows (one
