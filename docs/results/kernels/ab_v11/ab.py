@@ -2,7 +2,8 @@
 # A/B of whole kernel-package versions on the GPU (session 21): the same random weights, rotated copies, one CUDA
 # graph (benchmarks/gpu_kernels.py's Timer), each version at the configuration its own tuner gives (its per-GPU
 # file, else in-process autotuning), versions interleaved, twice. AB_ONLY (format names of gpu_kernels.py, comma
-# separated substrings) and AB_BATCHES (1,16) narrow it. From the repository root:
+# separated substrings) and AB_BATCHES (1,16) narrow it; AB_CONFIGS ("8,128,8,2,1;8,128,8,1,1": block_n, words, warps,
+# stages, split) times each version at each of these configurations instead. From the repository root:
 #   python3 docs/results/kernels/ab_v11/ab.py OUT.json VERSION..   (live = lowbit.kernels.triton, else kt_<commit>)
 import dataclasses, importlib, json, os, sys
 here = os.path.dirname(os.path.abspath(__file__))
@@ -18,6 +19,7 @@ l2 = torch.cuda.get_device_properties(dev).L2_cache_size
 packages = {v: "lowbit.kernels.triton" if v == "live" else v for v in sys.argv[2:]}
 only = os.environ.get("AB_ONLY", "uniform4 g128,uniform2 g128,table,aqlm 1x16").split(",")
 batches = [int(b) for b in os.environ.get("AB_BATCHES", "1").split(",")]
+forced = [tuple(map(int, c.split(","))) for c in os.environ["AB_CONFIGS"].split(";")] if os.environ.get("AB_CONFIGS") else [None]
 rows = []
 torch.manual_seed(0)
 with torch.no_grad():
@@ -31,15 +33,17 @@ with torch.no_grad():
                 ref = x.float() @ qw.dequantize().T
                 for rep in range(2):
                     for v, pkg in packages.items():
+                      for fc in forced:
                         mod = importlib.import_module(f"{pkg}.{MODULES[kind]}")
                         common = importlib.import_module(f"{pkg}.common")
+                        c = common.Config(*fc) if fc else None
                         st = mod.prepare(qw, dev)
-                        y = mod.run(st, x).float()  # tunes (untimed) on first use
+                        y = mod.run(st, x, c).float()  # tunes (untimed) on first use
                         err = float((y - ref).abs().max() / ref.abs().max())
                         key, _ = mod.tuning(st, common.as_activations(x))
-                        cfg = common._BEST.get(common.key_text((*key, gpu)))
+                        cfg = c or common._BEST.get(common.key_text((*key, gpu)))
                         copies = [st] + [map_tensors(st, torch.clone) for _ in range(n_copies(state_bytes(st), l2) - 1)]
-                        us = timer([lambda s=s: mod.run(s, x) for s in copies])[0]
+                        us = timer([lambda s=s: mod.run(s, x, c) for s in copies])[0]
                         rows.append(dict(version=v, format=name, shape=[n, k], batch=m, rep=rep, us=us, rel_err=err,
                                          config=dataclasses.asdict(cfg) if cfg else None))
                         print(v, name, n, k, m, rep, f"{us:.2f}", f"{err:.1e}", cfg, flush=True)
