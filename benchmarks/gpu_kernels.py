@@ -48,36 +48,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lowbit.kernels.triton.timing import graph_us, map_tensors, n_copies, state_bytes, time_configs
+
 LAYER_SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096)]  # (d_out, d_in); the issue's targets first
 QUICK_SHAPES = [(256, 256), (512, 256)]
 
 
-def map_tensors(obj: Any, fn: Callable[[Tensor], Tensor]) -> Any:
-    """``obj`` (a kernel state: dataclasses, lists, tensors) with ``fn`` applied to every tensor."""
-    if isinstance(obj, Tensor):
-        return fn(obj)
-    if isinstance(obj, list):
-        return [map_tensors(v, fn) for v in obj]
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.replace(obj, **{f.name: map_tensors(getattr(obj, f.name), fn)
-                                           for f in dataclasses.fields(obj) if f.init})
-    return obj
-
-
-def state_bytes(obj: Any) -> int:
-    total = 0
-
-    def add(t: Tensor) -> Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    map_tensors(obj, add)
-    return total
-
-
 class Timer:
-    """Microseconds per call of a list of calls (one per weight copy), CUDA-graphed on a GPU."""
+    """Microseconds per call of a list of calls (one per weight copy), CUDA-graphed on a GPU
+    (:func:`lowbit.kernels.triton.timing.graph_us`, as the kernels' tuner times them); on the CPU, or where
+    the calls cannot be captured, launched eagerly (launch overhead included)."""
 
     def __init__(self, device: torch.device, replays: int) -> None:
         self.device, self.replays = device, replays
@@ -85,38 +65,23 @@ class Timer:
     def __call__(self, calls: list[Callable[[], object]]) -> tuple[float, bool]:
         for c in calls:  # warm-up: compilation and tuning happen here, outside the graph
             c()
-        if self.device.type != "cuda":
-            t = time.perf_counter()
-            for c in calls:
-                c()
-            return 1e6 * (time.perf_counter() - t) / len(calls), False
-        torch.cuda.synchronize()
-        reps = max(1, 64 // len(calls))
-        try:
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
+        if self.device.type == "cuda":
+            try:
+                return graph_us(calls, self.replays), True
+            except Exception as e:  # not capturable: time eager launches (includes launch overhead)
+                print(f"  (no CUDA graph: {type(e).__name__}: {e})", file=sys.stderr)
+                torch.cuda.synchronize()
+        reps = max(1, 64 // len(calls)) if self.device.type == "cuda" else 1
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        sync()
+        t = time.perf_counter()
+        for _ in range(self.replays if self.device.type == "cuda" else 1):
+            for _ in range(reps):
                 for c in calls:
                     c()
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                for _ in range(reps):
-                    for c in calls:
-                        c()
-            run, graphed = graph.replay, True
-        except Exception as e:  # not capturable: time eager launches (includes launch overhead)
-            print(f"  (no CUDA graph: {type(e).__name__}: {e})", file=sys.stderr)
-            run, graphed = (lambda: [c() for _ in range(reps) for c in calls]), False
-        run()
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(self.replays):
-            run()
-        end.record()
-        torch.cuda.synchronize()
-        return 1e3 * start.elapsed_time(end) / (self.replays * reps * len(calls)), graphed
+        sync()
+        n = (self.replays if self.device.type == "cuda" else 1) * reps * len(calls)
+        return 1e6 * (time.perf_counter() - t) / n, False
 
 
 def copy_bandwidth(device: torch.device, quick: bool) -> float:
@@ -173,18 +138,17 @@ def kernel_fns(kind: str) -> tuple[Callable[..., Any], Callable[..., Tensor], Ca
 
 def sweep_configs(states: list[Any], x: Tensor, run: Callable[..., Tensor], tuning: Callable[[Any, Tensor], tuple],
                   timer: Timer, device: torch.device) -> tuple[Any, dict[str, float]]:
-    """Every candidate configuration timed as the layer rows are (rotated copies, one CUDA graph); the
+    """Every candidate configuration timed as the layer rows are (rotated copies, one CUDA graph:
+    :func:`lowbit.kernels.triton.timing.time_configs`, which the tuner uses too, with ``--replays``); the
     fastest becomes the configuration of this key in this process (and in ``--write-tuned``)."""
     from lowbit.kernels.triton import common
 
     key, configs = tuning(states[0], common.as_activations(x))
-    times: dict[str, float] = {}
-    for c in configs:
-        try:
-            times[str(dataclasses.astuple(c))] = timer([lambda s=s, c=c: run(s, x, c) for s in states])[0]
-        except Exception as e:  # does not compile or fit on this GPU
-            print(f"  config {c} failed: {type(e).__name__}: {str(e)[:120]}", file=sys.stderr)
-            times[str(dataclasses.astuple(c))] = math.inf
+    if device.type == "cuda":
+        us = time_configs(configs, lambda s, c: run(s, x, c), states, timer.replays)
+    else:
+        us = [timer([lambda s=s, c=c: run(s, x, c) for s in states])[0] for c in configs]
+    times = {str(dataclasses.astuple(c)): t for c, t in zip(configs, us, strict=True)}
     best = min(configs, key=lambda c: times[str(dataclasses.astuple(c))])
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     common._BEST[common.key_text((*key, gpu))] = best
@@ -193,10 +157,6 @@ def sweep_configs(states: list[Any], x: Tensor, run: Callable[..., Tensor], tuni
 
 
 SWEPT: dict[str, Any] = {}  # key text -> configuration chosen by --sweep in this run
-
-
-def n_copies(nbytes: int, l2: int, cap: int = 64) -> int:
-    return max(2, min(cap, math.ceil(2 * l2 / max(nbytes, 1)) + 1))
 
 
 def torch_int4(d_out: int, d_in: int, gs: int, device: torch.device) -> tuple[Callable[[Tensor], Tensor], int]:

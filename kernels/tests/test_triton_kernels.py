@@ -24,7 +24,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from lowbit.core.formats import QuantizedWeight, binary_code_values  # noqa: E402
 from lowbit.kernels import QuantLinear, select  # noqa: E402
-from lowbit.kernels.triton import additive, column_tables, common, table, uniform  # noqa: E402
+from lowbit.kernels.triton import additive, column_tables, common, table, timing, uniform  # noqa: E402
 from lowbit.kernels.triton.common import Config  # noqa: E402
 from lowbit.kernels.triton.random_weights import (  # noqa: E402
     random_additive,
@@ -364,6 +364,56 @@ def test_tuned_configs_round_trip(tmp_path, monkeypatch) -> None:
     path.write_text(json.dumps({key: dataclasses.asdict(best)}))
     assert common.load_tuned(gpu) == {key: best}
     assert common.load_tuned("another GPU") == {}
+
+
+@given(nbytes=st.integers(1, 1 << 34), l2=st.integers(1 << 20, 1 << 28))
+@settings(max_examples=50, deadline=None)
+def test_copies_past_l2(nbytes: int, l2: int) -> None:
+    """Copies of a state rotated through by the tuner and the benchmark: at least 2, at most 64, and past
+    twice the L2 cache whenever 64 copies can be."""
+    n = timing.n_copies(nbytes, l2)
+    assert 2 <= n <= 64
+    if 64 * nbytes > 2 * l2:
+        assert n * nbytes > 2 * l2
+
+
+def test_state_copies_are_deep() -> None:
+    """``map_tensors(state, torch.clone)`` copies every tensor of a kernel state (nested dataclasses and
+    lists) and keeps its other fields; ``state_bytes`` counts them all."""
+    qw = random_table(36, 160, random_widths(160, (2, 4), 3, DEVICE), seed=4, device=DEVICE, n_outliers=7)
+    st0 = column_tables.prepare(qw, DEVICE)
+    st1 = timing.map_tensors(st0, torch.clone)
+    seen: list[tuple[int, int]] = []
+    timing.map_tensors(st0, lambda t: seen.append((t.data_ptr(), t.numel())) or t)
+    copied: list[tuple[int, int]] = []
+    timing.map_tensors(st1, lambda t: copied.append((t.data_ptr(), t.numel())) or t)
+    assert len(seen) == len(copied) > 3 and not {p for p, _ in seen} & {p for p, _ in copied}
+    assert [n for _, n in seen] == [n for _, n in copied]
+    assert timing.state_bytes(st0) == timing.state_bytes(st1) > 0
+    x = xs(2, 160, 0)
+    torch.testing.assert_close(column_tables.run(st1, x), column_tables.run(st0, x))
+
+
+@cuda
+def test_tuner_times_in_graphs_and_not_while_capturing(monkeypatch) -> None:
+    """An untuned key is timed in CUDA graphs over copies past L2 and the fastest kept; during a capture
+    the tuner does not time (it cannot) and gives the first candidate."""
+    monkeypatch.setattr(common, "_BEST", {})
+    monkeypatch.setattr(common, "_LOADED", {torch.cuda.get_device_name()})  # no per-GPU file
+    qw = random_uniform(256, 512, 4, 128, seed=3, device=DEVICE)
+    st0 = uniform.prepare(qw, DEVICE)
+    x = xs(1, 512, 0)
+    key, configs = uniform.tuning(st0, common.as_activations(x))
+    y = uniform.run(st0, x)
+    best = common._BEST[common.key_text((*key, torch.cuda.get_device_name()))]
+    assert best in configs
+    torch.testing.assert_close(y, uniform.run(st0, x, best))
+    monkeypatch.setattr(common, "_BEST", {})
+    g = torch.cuda.CUDAGraph()
+    uniform.run(st0, x, configs[0])  # compiled before the capture
+    with torch.cuda.graph(g):
+        uniform.run(st0, x)
+    assert common._BEST == {}
 
 
 def test_table_mixed_bf16_adds_in_fp32() -> None:

@@ -47,9 +47,12 @@ times every candidate (:func:`candidates`) of each format, shape and batch bucke
 times layers (weights rotated past L2, calls in one CUDA graph) and writes the fastest to a file under
 :data:`TUNED_DIR` named after the GPU, shipped with the package. :func:`choose` reads that file on the
 first call on a GPU; for a key (shape, batch bucket, format parameters, GPU) not in it, it times the
-candidates with ``triton.testing.do_bench`` (one call after an L2 flush) and keeps the fastest in a
-process-wide dict. Under Triton's interpreter (CPU tensors), or with ``LOWBIT_TRITON_TUNE=0``, the
-first candidate is used.
+candidates the same way (:func:`time_configs`: copies of the layer's state past L2, one CUDA graph, at
+least 64 calls a replay) and keeps the fastest in a process-wide dict. Until session 21 that was
+``triton.testing.do_bench`` (one call after an L2 flush, with its launch), whose choices differed from the
+sweep's by up to 1.8x in time on the H100 (docs/results.md). Under Triton's interpreter (CPU tensors),
+with ``LOWBIT_TRITON_TUNE=0``, or while a CUDA graph is being captured (the first call of a layer should
+come before), the first candidate is used.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ import triton.language as tl
 from torch import Tensor
 
 from lowbit.core.formats import QuantizedWeight
+from lowbit.kernels.triton.timing import past_l2, time_configs
 
 log = logging.getLogger(__name__)
 
@@ -450,12 +454,14 @@ def load_tuned(gpu: str) -> dict[str, Config]:
     return {k: Config(**v) for k, v in json.loads(path.read_text()).items()}
 
 
-def choose(key: tuple, configs: Sequence[Config], launch: Callable[[Config], object], device: torch.device) -> Config:
+def choose(key: tuple, configs: Sequence[Config], launch: Callable[[object, Config], object], st: object,
+           device: torch.device) -> Config:
     """The configuration for ``key`` on this GPU: the one measured for it on this GPU model (file under
-    :data:`TUNED_DIR`), else the fastest of ``configs`` timed once per process by ``do_bench`` (one call
-    after an L2 flush: on an H100 its ranking of configurations within ~20% of each other changed from
-    run to run), the first on the CPU."""
-    if device.type != "cuda" or len(configs) == 1 or os.environ.get("LOWBIT_TRITON_TUNE") == "0":
+    :data:`TUNED_DIR`), else the fastest of ``configs`` for ``launch(st, config)`` timed once per process
+    as the benchmark's sweep times them (:func:`time_configs` over :func:`past_l2` copies of ``st``); the
+    first on the CPU, with tuning off, or during a CUDA graph capture."""
+    if (device.type != "cuda" or len(configs) == 1 or os.environ.get("LOWBIT_TRITON_TUNE") == "0"
+            or torch.cuda.is_current_stream_capturing()):
         return configs[0]
     gpu = torch.cuda.get_device_name(device)
     full = key_text((*key, gpu))
@@ -465,18 +471,12 @@ def choose(key: tuple, configs: Sequence[Config], launch: Callable[[Config], obj
             _BEST.setdefault(k, c)
     best = _BEST.get(full)
     if best is None:
-        from triton.testing import do_bench
-
-        times = []
-        for c in configs:
-            try:
-                times.append(do_bench(lambda c=c: launch(c), warmup=5, rep=20))
-            except Exception as e:  # a configuration that does not compile or fit: skip it
-                log.debug("config %s failed for %s: %s", c, key, e)
-                times.append(float("inf"))
+        states = past_l2(st, device)
+        times = time_configs(configs, launch, states, replays=5)
+        del states
         best = configs[min(range(len(configs)), key=times.__getitem__)]
         _BEST[full] = best
-        log.info("tuned %s: %s (%.2f us)", key, best, 1e3 * min(times))
+        log.info("tuned %s: %s (%.2f us)", key, best, min(times))
     return best
 
 
@@ -487,7 +487,7 @@ def run_tuned(st: object, x: Tensor, tuning: Callable[[object, Tensor], tuple[tu
     one :func:`choose` gives for ``tuning(st, xa)`` (key and candidates)."""
     xa = as_activations(x)
     if config is None:
-        config = choose(*tuning(st, xa), lambda c: launch(st, xa, c), xa.device)
+        config = choose(*tuning(st, xa), lambda s, c: launch(s, xa, c), st, xa.device)
     return launch(st, xa, config).to(x.dtype)
 
 
