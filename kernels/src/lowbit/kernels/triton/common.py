@@ -49,7 +49,8 @@ times layers (weights rotated past L2, calls in one CUDA graph) and writes the f
 first call on a GPU; for a key (shape, batch bucket, format parameters, GPU) not in it, it times the
 candidates the same way (:func:`lowbit.kernels.triton.timing.time_configs`: copies of the layer's state
 past L2, one CUDA graph, at least 64 calls a replay) and keeps the fastest in a process-wide dict: on the
-H100 it chose the sweep's configuration, within 1% in time, for 15 untuned benchmark keys. Until session 21
+H100 its choices for 15 benchmark keys treated as untuned ran within 1% of the sweep's (the same
+configuration for 14). Until session 21
 it was ``triton.testing.do_bench`` (one call after an L2 flush, with its launch), whose choices took up to
 3.3x the sweep's time (median 1.2x; docs/results.md, v11). Under Triton's interpreter (CPU tensors),
 with ``LOWBIT_TRITON_TUNE=0``, or while a CUDA graph is being captured (the first call of a layer should
