@@ -396,8 +396,9 @@ def test_state_copies_are_deep() -> None:
 
 @cuda
 def test_tuner_times_in_graphs_and_not_while_capturing(monkeypatch) -> None:
-    """An untuned key is timed in CUDA graphs over copies past L2 and the fastest kept; during a capture
-    the tuner does not time (it cannot) and gives the first candidate."""
+    """An untuned key is timed in CUDA graphs over copies past L2 and the fastest kept, and used inside a
+    later capture; a key first met during a capture is not timed (it cannot be) and gets the first
+    candidate."""
     monkeypatch.setenv("LOWBIT_TRITON_TUNE", "1")
     monkeypatch.setattr(common, "_BEST", {})
     monkeypatch.setattr(common, "_LOADED", {torch.cuda.get_device_name()})  # no per-GPU file
@@ -411,12 +412,17 @@ def test_tuner_times_in_graphs_and_not_while_capturing(monkeypatch) -> None:
     best = common._BEST[common.key_text((*key, torch.cuda.get_device_name()))]
     assert best in configs
     torch.testing.assert_close(y, uniform.run(st0, x, best))
+    used: list[Config] = []
+    launch = uniform._launch
+    monkeypatch.setattr(uniform, "_launch", lambda st, xa, c: used.append(c) or launch(st, xa, c))
+    uniform.run(st0, x, configs[0])  # compiled before the captures
+    with torch.cuda.graph(torch.cuda.CUDAGraph()):
+        uniform.run(st0, x)  # a tuned key keeps its configuration inside a capture
+    assert used[-1] == best
     monkeypatch.setattr(common, "_BEST", {})
-    g = torch.cuda.CUDAGraph()
-    uniform.run(st0, x, configs[0])  # compiled before the capture
-    with torch.cuda.graph(g):
-        uniform.run(st0, x)
-    assert common._BEST == {}
+    with torch.cuda.graph(torch.cuda.CUDAGraph()):
+        uniform.run(st0, x)  # an untuned one cannot be timed there: the first candidate, not kept
+    assert used[-1] == configs[0] and common._BEST == {}
 
 
 def test_table_mixed_bf16_adds_in_fp32() -> None:

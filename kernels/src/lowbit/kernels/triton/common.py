@@ -53,8 +53,8 @@ H100 its choices for 15 benchmark keys treated as untuned ran within 1% of the s
 configuration for 14). Until session 21
 it was ``triton.testing.do_bench`` (one call after an L2 flush, with its launch), whose choices took up to
 3.3x the sweep's time (median 1.2x; docs/results.md, v11). Under Triton's interpreter (CPU tensors),
-with ``LOWBIT_TRITON_TUNE=0``, or while a CUDA graph is being captured (the first call of a layer should
-come before), the first candidate is used.
+with ``LOWBIT_TRITON_TUNE=0``, or for a key first met while a CUDA graph is being captured (the first call
+of a layer should come before), the first candidate is used.
 """
 
 from __future__ import annotations
@@ -461,9 +461,10 @@ def choose(key: tuple, configs: Sequence[Config], launch: Callable[[object, Conf
     """The configuration for ``key`` on this GPU: the one measured for it on this GPU model (file under
     :data:`TUNED_DIR`), else the fastest of ``configs`` for ``launch(st, config)`` timed once per process
     as the benchmark's sweep times them (:func:`time_configs` over :func:`past_l2` copies of ``st``); the
-    first on the CPU, with tuning off, or during a CUDA graph capture."""
-    if (device.type != "cuda" or len(configs) == 1 or os.environ.get("LOWBIT_TRITON_TUNE") == "0"
-            or torch.cuda.is_current_stream_capturing()):
+    first on the CPU, with tuning off, or for a key first met during a CUDA graph capture (which cannot
+    time: the configuration known for the key otherwise, as graphed decoding captures layers tuned by
+    its eager warm-up)."""
+    if device.type != "cuda" or len(configs) == 1 or os.environ.get("LOWBIT_TRITON_TUNE") == "0":
         return configs[0]
     gpu = torch.cuda.get_device_name(device)
     full = key_text((*key, gpu))
@@ -472,6 +473,8 @@ def choose(key: tuple, configs: Sequence[Config], launch: Callable[[object, Conf
         for k, c in load_tuned(gpu).items():
             _BEST.setdefault(k, c)
     best = _BEST.get(full)
+    if best is None and torch.cuda.is_current_stream_capturing():
+        return configs[0]
     if best is None:
         states = past_l2(st, device)
         times = time_configs(configs, launch, states, replays=5)
