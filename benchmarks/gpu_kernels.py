@@ -65,23 +65,23 @@ class Timer:
     def __call__(self, calls: list[Callable[[], object]]) -> tuple[float, bool]:
         for c in calls:  # warm-up: compilation and tuning happen here, outside the graph
             c()
-        if self.device.type == "cuda":
-            try:
-                return graph_us(calls, self.replays), True
-            except Exception as e:  # not capturable: time eager launches (includes launch overhead)
-                print(f"  (no CUDA graph: {type(e).__name__}: {e})", file=sys.stderr)
-                torch.cuda.synchronize()
-        reps = max(1, 64 // len(calls)) if self.device.type == "cuda" else 1
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
-        sync()
+        if self.device.type != "cuda":
+            t = time.perf_counter()
+            for c in calls:
+                c()
+            return 1e6 * (time.perf_counter() - t) / len(calls), False
+        try:
+            return graph_us(calls, self.replays), True
+        except Exception as e:  # not capturable: time eager launches (includes launch overhead)
+            print(f"  (no CUDA graph: {type(e).__name__}: {e})", file=sys.stderr)
+        reps = max(1, 64 // len(calls))
+        torch.cuda.synchronize()
         t = time.perf_counter()
-        for _ in range(self.replays if self.device.type == "cuda" else 1):
-            for _ in range(reps):
-                for c in calls:
-                    c()
-        sync()
-        n = (self.replays if self.device.type == "cuda" else 1) * reps * len(calls)
-        return 1e6 * (time.perf_counter() - t) / n, False
+        for _ in range(self.replays * reps):
+            for c in calls:
+                c()
+        torch.cuda.synchronize()
+        return 1e6 * (time.perf_counter() - t) / (self.replays * reps * len(calls)), False
 
 
 def copy_bandwidth(device: torch.device, quick: bool) -> float:

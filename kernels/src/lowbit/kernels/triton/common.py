@@ -339,16 +339,16 @@ class Config:
 # and so few row tiles, split along K for >= 2 programs per SM; and 8- and 16-warp programs
 # of 8-16 rows (about 32 warps an SM on the 4096-row layers: the uniform GEMV's 2- and 4-bit layers ran
 # 1.0-1.1x faster with them on the H100, session 15; the 2-stage one, which prefetches, for 4-bit). The
-# H100's sweep chose from all (docs/results.md). The last three split the H100's chosen ones (uniform:
-# 8 rows on 8 warps; column tables: 256-512 columns on 16 warps) along K, since split-K GEMVs add their
-# partials with vector reductions instead of compare-and-swap loops (:func:`store_y`, session 21).
+# H100's sweep chose from all (docs/results.md). Its chosen ones split along K (8 rows on 8 warps split by
+# 2 and 4, 256 columns on 16 warps split by 2), tried once split-K GEMVs added with vector reductions
+# (session 21), were chosen by no sweep and are not candidates.
 # Batches: tl.dot tiles of 16-64 rows, split along K when the row tiles alone are fewer than about two
 # per SM.
 GEMV_CONFIGS = [Config(16, 128, 8, 2), Config(16, 64, 4, 3), Config(8, 128, 4, 2), Config(4, 128, 2, 3),
                 Config(32, 32, 4, 4), Config(32, 64, 4, 3, 2), Config(32, 64, 4, 3, 4), Config(64, 32, 2, 3, 8),
                 Config(16, 32, 2, 3, 2), Config(16, 256, 8, 2), Config(8, 256, 4, 2), Config(16, 128, 8, 2, 2),
                 Config(16, 128, 8, 1), Config(4, 256, 2, 2), Config(8, 128, 8, 1), Config(16, 128, 16, 1),
-                Config(8, 128, 8, 2), Config(8, 128, 8, 2, 2), Config(16, 256, 16, 1, 2), Config(8, 128, 8, 1, 4)]
+                Config(8, 128, 8, 2)]
 DOT_CONFIGS = [Config(32, 32, 4, 2), Config(64, 32, 4, 3), Config(32, 64, 8, 2), Config(16, 32, 4, 3),
                Config(32, 32, 4, 3, 4), Config(16, 32, 4, 3, 2), Config(64, 32, 4, 3, 8), Config(32, 64, 4, 3, 8)]
 # Tensor-core tiles with the weights as the register operand (uniform batches): 64 or 128 rows (one
