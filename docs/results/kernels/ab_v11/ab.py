@@ -48,5 +48,5 @@ with torch.no_grad():
                                          config=dataclasses.asdict(cfg) if cfg else None))
                         print(v, name, n, k, m, rep, f"{us:.2f}", f"{err:.1e}", cfg, flush=True)
                         del copies, st
-                del qw
+            del qw
 json.dump(rows, open(sys.argv[1], "w"), indent=1)

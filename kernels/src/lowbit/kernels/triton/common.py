@@ -104,14 +104,22 @@ def signed_bits(words: Tensor, bits: int, dtype: torch.dtype) -> Tensor:
     return torch.where(words >= 2 ** (bits - 1), words - 2**bits, words).to(dtype)
 
 
-def pack_codes(codes: Tensor, bits: int, kb: int) -> list[Tensor]:
+def pack_codes(codes: Tensor, bits: int, kb: int, paired: bool = False) -> list[Tensor]:
     """``codes`` ``(N, K)`` below ``2^bits`` (K a multiple of ``kb``) -> the planes of the layout in the
-    module docstring: ``(N, K / PER)`` int32 (and for 3 bits the high bits ``(N, K / 16)`` int16)."""
+    module docstring: ``(N, K / PER)`` int32 (and for 3 bits the high bits ``(N, K / 16)`` int16).
+
+    ``paired`` (the uniform kernel's layout): code ``i = h PER / 2 + i'`` (``h`` 0 or 1) of word ``j`` of
+    block ``b`` is input ``b KB + 2 WB i' + 2 j + h`` instead of ``b KB + WB i + j``: the two codes at bits
+    ``i' W`` and ``i' W + 16`` (one f16x2 pair, :func:`lowbit.kernels.triton.uniform.pair_codes`) are
+    adjacent inputs, as a tensor-core operand register holds them, and the ``2 WB`` inputs of a pair step
+    are contiguous."""
     n, k = codes.shape
     per = PER[bits]
     wb = kb // per
     if k % kb or kb % per:
         raise ValueError(f"pack_codes needs K ({k}) a multiple of the block ({kb}) and of {per}")
+    if paired:  # [n, b, i', j, h] -> [n, b, h, i', j]: the column order of the unpaired layout below
+        codes = codes.reshape(n, k // kb, per // 2, wb, 2).permute(0, 1, 4, 2, 3).reshape(n, k)
     c = codes.to(torch.int64).reshape(n, k // kb, per, wb)  # [n, b, i, j] = code of b KB + i WB + j
     out, shift = [], 0
     for w in PLANES[bits]:
@@ -356,7 +364,8 @@ DOT_CONFIGS = [Config(32, 32, 4, 2), Config(64, 32, 4, 3), Config(32, 64, 8, 2),
 # 64 tiles); 32 rows fall back to mma.sync. Padded to 16 rows, a batch of one was 1.2-2.4x slower than
 # the GEMV with these at every benchmark shape on the H100 (docs/results.md), so it is not a candidate.
 TC_CONFIGS = [Config(64, 32, 4, 3, 1), Config(64, 32, 4, 3, 2), Config(64, 32, 4, 3, 4), Config(64, 64, 4, 3, 4),
-              Config(128, 32, 8, 3, 2), Config(128, 32, 4, 3, 4), Config(32, 32, 4, 3, 4), Config(64, 16, 4, 4, 8)]
+              Config(128, 32, 8, 3, 2), Config(128, 32, 4, 3, 4), Config(32, 32, 4, 3, 4), Config(64, 16, 4, 4, 8),
+              Config(64, 16, 4, 4, 4), Config(64, 32, 4, 4, 8), Config(128, 16, 8, 4, 4), Config(64, 16, 4, 6, 8)]
 
 
 def block_m(m: int) -> int:

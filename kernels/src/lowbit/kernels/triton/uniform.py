@@ -4,8 +4,10 @@
 format of :mod:`lowbit.core.formats`; GPTQ, arXiv 2210.17323; SpQR's second-order statistics are
 dequantized once at prepare). Layout built once by :func:`prepare`:
 
-- codes in the block-interleaved K-contiguous layout (:func:`lowbit.kernels.triton.common.pack_codes`,
-  blocks of ``KB = gcd(g, 128)`` inputs);
+- codes in the block-interleaved K-contiguous layout, paired (:func:`lowbit.kernels.triton.common.pack_codes`,
+  blocks of ``KB = gcd(g, 128)`` inputs): the codes at bits ``i W`` and ``i W + 16`` of word ``j`` are
+  inputs ``2 WB i + 2 j`` and ``2 WB i + 2 j + 1`` of their block (since v12; before, ``WB i + j`` and
+  ``WB (i + PER / 2) + j``);
 - scales ``s`` and offsets ``b = -z s`` ``(d_out, d_in / g)`` fp16 (``W_hat = s q + b``), loaded once per
   block and row as a ``(BLOCK_N, GPI)`` tile and broadcast over the block's codes;
 - act-order (``g_idx``, GPTQ's ``desc_act``): columns permuted once so that groups are contiguous
@@ -19,18 +21,23 @@ Two paths (``benchmarks/kernel_sass.py`` counts their compiled loops, ``docs/res
 - GEMV on the CUDA cores (one activation row, :func:`gemv_loop`): per code one LOP3 (the code's bits
   masked in place and or-ed into the bits of a power of two chosen so that the code's bit position
   cancels, :func:`code_value`), one FADD and one FFMA; per input one conversion and one FADD (``sum x``), shared
-  by a thread's rows; per word position of a block ``s sum q x + b sum x``; the accumulator is reduced
-  over K once. 5.3 instructions per 4-bit code and 4.7-4.9 per 2-bit code at two rows per thread
-  (v4, which multiplied each activation by the power of two instead: 6.2 and 5.4-5.5), 4.3-4.7 and
-  3.8-4.2 at more rows per thread. The loop's instruction count does not set the time alone: a variant with the
-  activations' side precomputed by a second launch (4.4 per 4-bit code) ran its main kernel no faster
-  than v4 on the H100 (docs/results.md, "v5").
+  by a thread's rows, the inputs loaded in adjacent pairs (:func:`pair_inputs`); per word position of a
+  block ``s sum q x + b sum x``; the accumulator is reduced over K once. 5.3 instructions per 4-bit code
+  and 4.7-4.9 per 2-bit code at two rows per thread (v5; v4, which multiplied each activation
+  by the power of two instead: 6.2 and 5.4-5.5), 4.3-4.7 and 3.8-4.2 at more rows per thread. The loop's
+  instruction count does not set the time alone: a variant with the activations' side precomputed by a
+  second launch (4.4 per 4-bit code) ran its main kernel no faster than v4 on the H100 (docs/results.md,
+  "v5").
 - Tensor cores (batches, :func:`dot_loop`): ``Y^T = W_hat X^T`` with the weights as the register
   operand. Two codes of a word (bits ``i w`` and ``i w + 16``) become one f16x2 register ``1024 + q``
   with one shift and one LOP3, then ``(v - 1024) s + b`` with one HADD2 and one HFMA2 (inline PTX;
   Marlin, arXiv 2408.11743, does the same with the zero subtracted first): 3.5-4.0 instructions per
-  code at 64 and 128 rows. A batch of one padded to 16 rows this way was slower than the GEMV on the
-  H100 at every benchmark shape (docs/results.md), so a batch of one stays on the GEMV.
+  code at 64 and 128 rows. The paired layout makes that register two adjacent inputs, as the operand
+  needs, and a pair step's activations ``2 WB`` contiguous inputs a block, so Triton copies the
+  activation tile into shared memory as the ``wgmma`` reads it; with the inputs of a pair ``PER / 2``
+  words apart (v11) each step re-laid the tile out through registers and shared memory, with two
+  barriers. A batch of one padded to 16 rows this way was slower than the GEMV on the H100 at every
+  benchmark shape (docs/results.md), so a batch of one stays on the GEMV.
 """
 
 from __future__ import annotations
@@ -109,9 +116,9 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Un
         codes = codes[:, perm]
     bits, kb = int(qw.bits), block_size(d_in, gs)
     scales, zeros = scales.to(dev), zeros.to(dev)
-    return UniformState(pack_codes(codes, bits, kb), scales.half().contiguous(), (-zeros * scales).half().contiguous(),
-                        None if perm is None else perm.to(torch.int32), grid_outliers(qw, dev), bits, gs, kb,
-                        (d_out, d_in))
+    return UniformState(pack_codes(codes, bits, kb, paired=True), scales.half().contiguous(),
+                        (-zeros * scales).half().contiguous(), None if perm is None else perm.to(torch.int32),
+                        grid_outliers(qw, dev), bits, gs, kb, (d_out, d_in))
 
 
 @triton.jit
@@ -196,37 +203,60 @@ def load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS: tl.cons
 
 
 @triton.jit
+def pair_inputs(X, PERM, k2, HAS_PERM: tl.constexpr, ASM: tl.constexpr):
+    """Inputs ``2 k2`` and ``2 k2 + 1`` (``X[perm(k)]`` with act-order) as two fp32 ``(1, ..)`` tiles. Without
+    ``PERM``, one 32-bit load of the pair (``X`` 4-byte aligned, :func:`_launch`) and, for fp16 on the GPU,
+    each half converted in place by inline PTX (two ``cvt.f32.f16``). On the H100 the GEMV ran 4-8% slower
+    with Triton's own unpacking of the word (mask, narrow, bitcast) and 15-45% slower with the two halves
+    loaded by stride-2 loads (docs/results.md, v12)."""
+    if HAS_PERM:
+        x0 = tl.load(X + tl.load(PERM + 2 * k2)).to(tl.float32)
+        x1 = tl.load(X + tl.load(PERM + 2 * k2 + 1)).to(tl.float32)
+    else:
+        x01 = tl.load(X.to(tl.pointer_type(tl.int32)) + k2)
+        if ASM and X.dtype.element_ty == tl.float16:
+            x0, x1 = tl.inline_asm_elementwise(
+                "{ .reg .b16 l, h; mov.b32 {l, h}, $2; cvt.f32.f16 $0, l; cvt.f32.f16 $1, h; }", "=r,=r,r", [x01],
+                dtype=(tl.float32, tl.float32), is_pure=True, pack=1)
+        else:
+            x0 = (x01 & 0xFFFF).to(tl.int16).to(X.dtype.element_ty, bitcast=True).to(tl.float32)
+            x1 = (x01 >> 16).to(tl.int16).to(X.dtype.element_ty, bitcast=True).to(tl.float32)
+    return x0[None, :, :], x1[None, :, :]
+
+
+@triton.jit
 def gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, MAGIC, KB: tl.constexpr, PER: tl.constexpr,
-               W0: tl.constexpr, W1: tl.constexpr, HAS_PERM: tl.constexpr, GPI: tl.constexpr):
+               W0: tl.constexpr, W1: tl.constexpr, HAS_PERM: tl.constexpr, GPI: tl.constexpr, ASM: tl.constexpr):
     """``acc (BLOCK_N, GPI, WB) += s sum_i q_i x_i + b sum_i x_i`` for blocks ``b0 .. b0 + GPI`` of words
     ``w0, w1`` and scales and offsets ``sh, bh`` (:func:`load_block`): per code one LOP3, one FADD
     (:func:`code_value`) and one FFMA; per input (shared by a thread's rows) one conversion and one FADD.
     Blocks past ``b_end`` (whose codes, scales and offsets loaded as 0) read the last block's activations:
     unmasked loads, and 0 times a finite activation."""
     WB: tl.constexpr = KB // PER
+    HALF: tl.constexpr = PER // 2
     blk = tl.minimum(b0 + tl.arange(0, GPI), b_end - 1)
-    k = blk[:, None] * KB + tl.arange(0, WB)[None, :]
+    k2 = blk[:, None] * (KB // 2) + tl.arange(0, WB)[None, :]  # (GPI, WB): pairs of inputs 2 k2, 2 k2 + 1
     w0h = w0 >> 16
-    for i in tl.static_range(PER):
-        ki = k + i * WB
-        if HAS_PERM:
-            ki = tl.load(PERM + ki)
-        x = tl.load(X + ki)[None, :, :].to(tl.float32)
+    for i in tl.static_range(HALF):  # codes i and i + HALF of word j: inputs 2 WB i + 2 j and the next
+        x0, x1 = pair_inputs(X, PERM, k2 + i * WB, HAS_PERM, ASM)
         if i == 0:
-            xsum = x
-            p = code_value(w0, w0h, MAGIC, i, W0, 0) * x
+            xsum = x0 + x1
+            p = code_value(w0, w0h, MAGIC, i, W0, 0) * x0
         else:
-            xsum += x
-            p += code_value(w0, w0h, MAGIC, i, W0, 0) * x
+            xsum += x0 + x1
+            p += code_value(w0, w0h, MAGIC, i, W0, 0) * x0
+        p += code_value(w0, w0h, MAGIC, i + HALF, W0, 0) * x1
         if W1 > 0:
-            p += code_value(w1, w1, MAGIC, i, W1, W0) * x
+            p += code_value(w1, w1, MAGIC, i, W1, W0) * x0
+            p += code_value(w1, w1, MAGIC, i + HALF, W1, W0) * x1
     return acc + p * sh.to(tl.float32)[:, :, None] + bh.to(tl.float32)[:, :, None] * xsum
 
 
 @triton.jit
 def gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, row_words, n_groups, b_start, b_end, MAGIC,
               GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
-              HAS_PERM: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr, PREFETCH: tl.constexpr):
+              HAS_PERM: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr, PREFETCH: tl.constexpr,
+              ASM: tl.constexpr):
     """The ``(1, BLOCK_N)`` fp32 GEMV over blocks ``b_start .. b_end`` on the CUDA cores
     (:func:`gemv_block` per ``GPI`` blocks), reduced over K once. ``PREFETCH``
     (:func:`lowbit.kernels.triton.common.loads_ahead`): each iteration's words and scales are loaded one
@@ -239,16 +269,16 @@ def gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, row_words, n_groups, b_start, b_end
         for b0 in range(b_start, b_end, 2 * GPI):
             c0, c1, cs, cb = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0 + GPI, b_end, GS, KB, WB,
                                         GPI, W1)
-            acc = gemv_block(acc, X, PERM, a0, a1, as_, ab, b0, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM, GPI)
+            acc = gemv_block(acc, X, PERM, a0, a1, as_, ab, b0, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM, GPI, ASM)
             a0, a1, as_, ab = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0 + 2 * GPI, b_end, GS, KB,
                                          WB, GPI, W1)
             if b0 + GPI < b_end:
                 acc = gemv_block(acc, X, PERM, c0, c1, cs, cb, b0 + GPI, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM,
-                                 GPI)
+                                 GPI, ASM)
     else:
         for b0 in range(b_start, b_end, GPI):
             w0, w1, sh, bh = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS, KB, WB, GPI, W1)
-            acc = gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM, GPI)
+            acc = gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM, GPI, ASM)
     return tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
 
 
@@ -264,28 +294,24 @@ def dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words
     :func:`pair_weights`)."""
     WB: tl.constexpr = KB // PER
     HALF: tl.constexpr = PER // 2
-    gi = tl.arange(0, GPI)
-    j = tl.arange(0, WB)
-    pair = (tl.arange(0, 2) * HALF * WB)[None, None, :]  # input offsets of the two codes of a pair
+    r = tl.arange(0, GPI * 2 * WB)  # the tile's inputs: 2 WB contiguous ones per block (paired layout)
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)  # Y^T
     for b0 in range(b_start, b_end, GPI):
-        blk = b0 + gi
+        blk = b0 + r // (2 * WB)
         ok = blk < b_end
         w0, w1, s, b = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS, KB, WB, GPI, W1)
         s2 = half2(s)[:, :, None]
         b2 = half2(b)[:, :, None]
         if W1 > 0:
             w1 = spread_high(w1)
-        k = blk[:, None] * KB + j[None, :]
         for i in tl.static_range(HALF):
             a = pair_weights(pair_codes(w0, w1, i, W0, W1), s2, b2, ASM)  # (BLOCK_N, GPI, WB, 2)
-            kp = k[:, :, None] + i * WB + pair  # (GPI, WB, 2)
+            kp = blk * KB + i * 2 * WB + r % (2 * WB)  # the input of column g 2 WB + 2 j + h of a's reshape
             if HAS_PERM:
-                kp = tl.load(PERM + kp, mask=ok[:, None, None], other=0)
-            xt = tl.load(X + kp[:, :, :, None] + offs_m[None, None, None, :] * stride_xm,
-                         mask=ok[:, None, None, None] & m_mask[None, None, None, :], other=0.0)
-            acc = tl.dot(tl.reshape(a, (BLOCK_N, GPI * WB * 2)).to(xt.dtype),
-                         tl.reshape(xt, (GPI * WB * 2, BLOCK_M)), acc)
+                kp = tl.load(PERM + kp, mask=ok, other=0)
+            xt = tl.load(X + kp[:, None] + offs_m[None, :] * stride_xm, mask=ok[:, None] & m_mask[None, :],
+                         other=0.0)
+            acc = tl.dot(tl.reshape(a, (BLOCK_N, GPI * WB * 2)).to(xt.dtype), xt, acc)
     return tl.trans(acc)
 
 
@@ -315,7 +341,7 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
                                                        pid_k, BLOCK_N, OUT_CHUNK, SPLIT)
     if BLOCK_M == 1:
         acc = gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, row_words, K // GS, b_start, b_end, MAGIC, GS, KB, PER, W0,
-                        W1, HAS_PERM, BLOCK_N, GPI, PREFETCH)
+                        W1, HAS_PERM, BLOCK_N, GPI, PREFETCH, ASM)
     else:
         acc = dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, K // GS, b_start, b_end,
                        GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM)
@@ -328,6 +354,8 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
 def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     m, (n, k) = x.shape[0], st.shape
     bm = block_m(m)
+    if bm == 1 and x.data_ptr() % 4:  # the GEMV loads pairs of inputs as 32-bit words (pair_inputs)
+        x = x.clone()
     per = PER[st.bits]
     planes = PLANES[st.bits]
     n_blocks = k // st.block
