@@ -132,7 +132,7 @@ def atomic_rows(mods: dict[str, ModuleType]) -> list[tuple[str, str, list[str]]]
     cases = []
     for bm, bn, nw in ((1, 8, 8), (1, 32, 4), (16, 128, 4)):
         const = dict(GS=128, KB=128, PER=8, W0=4, W1=0, HAS_PERM=False, HAS_OUT=False, BLOCK_M=bm, BLOCK_N=bn,
-                     GPI=4 if bm == 1 else 2, SPLIT=2, OUT_CHUNK=32, ASM=True, PREFETCH=bm == 1)
+                     GPI=4 if bm == 1 else 2, SPLIT=2, OUT_CHUNK=32, ASM=True, PREFETCH=bm == 1, OUT_PROGS=0)
         cases.append(("uniform 4-bit", f"batch {bm}, {bn} rows, split 2", u.uniform_kernel, const, nw, 2))
     if ct is not None and "PARTS" in ct.column_table_kernel.arg_names:
         for bm, kr, nw, widths in ((1, 256, 8, (4, 0, 0)), (1, 128, 4, (2, 3, 4)), (16, 64, 4, (4, 0, 0))):
@@ -178,7 +178,7 @@ def main() -> None:
                                   (64, 32, 2, 3)]:
             gpi = words * per // 128
             const = dict(GS=128, KB=128, PER=per, W0=bits, W1=0, HAS_PERM=False, HAS_OUT=False, BLOCK_M=1,
-                         BLOCK_N=bn, GPI=gpi, SPLIT=1, OUT_CHUNK=32, ASM=True, PREFETCH=ns > 1)
+                         BLOCK_N=bn, GPI=gpi, SPLIT=1, OUT_CHUNK=32, ASM=True, PREFETCH=ns > 1, OUT_PROGS=0)
             codes = bn * gpi * 128 / (32 * nw) * (2 if unrolled and ns > 1 else 1)
             rows.append(("uniform", f"{bits}-bit g128", (bn, words, nw, ns), codes,
                          longest_loop(compile_sass(uniform.uniform_kernel, const, nw, ns))))
@@ -187,7 +187,7 @@ def main() -> None:
             for bn, words, nw, ns in [(64, 32, 4, 3), (128, 32, 8, 3), (64, 64, 4, 3), (32, 32, 4, 3)]:
                 gpi = words * per // 128
                 const = dict(GS=128, KB=128, PER=per, W0=bits, W1=0, HAS_PERM=False, HAS_OUT=False, BLOCK_M=16,
-                             BLOCK_N=bn, GPI=gpi, SPLIT=1, OUT_CHUNK=32, ASM=True, PREFETCH=ns > 1)
+                             BLOCK_N=bn, GPI=gpi, SPLIT=1, OUT_CHUNK=32, ASM=True, PREFETCH=ns > 1, OUT_PROGS=0)
                 loop = longest_loop(compile_sass(uniform.uniform_kernel, const, nw, ns))
                 rows.append(("uniform tensor cores", f"{bits}-bit g128", (bn, words, nw, ns),
                              bn * gpi * 128 / (32 * nw), loop))

@@ -101,6 +101,7 @@ def test_outlier_walk_several_chunks() -> None:
     qw = random_uniform(32, 256, 4, 64, seed=5, device=DEVICE, n_outliers=1500)
     state = uniform.prepare(qw)
     assert int(state.outliers.indptr[16]) > common.out_chunk(16, state.outliers)
+    assert uniform.outlier_programs(state, Config(16, 32), 16) > 1  # batches: walker programs take turns
     for m, config in [(1, Config(16, 32)), (1, Config(16, 32, 2, 1)), (3, Config(16, 32)),
                       (1, Config(16, 16, 2, 2, 2)), (3, Config(16, 16, 4, 2, 3)), (1, Config(64, 16, 2, 2, 2))]:
         x = xs(m, 256, m)

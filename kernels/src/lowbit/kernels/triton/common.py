@@ -40,7 +40,8 @@ sum (GEMV) or a ``tl.dot`` against the delta-weighted one-hot ``(chunk, BLOCK_N)
 The first chunk's loads are issued before the main loop (:func:`outliers_begin`), so their chain of
 latencies (row pointers, entries, activations) overlaps it; :func:`outliers_end` adds it after the
 loop, then any further chunk (each waiting for its loads). With split K the programs of a row tile
-take its chunks in turn.
+take its chunks in turn. The uniform kernel's batches walk them in programs of their own instead, one
+chunk each, which add into ``y`` as split K does (:func:`lowbit.kernels.triton.uniform.outlier_programs`).
 
 **Tuning.** Configurations are cached per GPU model: ``benchmarks/gpu_kernels.py --sweep --write-tuned``
 times every candidate (:func:`candidates`) of each format, shape and batch bucket the way the benchmark

@@ -316,15 +316,33 @@ def dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words
 
 
 @triton.jit
+def main_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, MAGIC, K, b_start, b_end,
+              GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
+              HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr,
+              ASM: tl.constexpr, PREFETCH: tl.constexpr):
+    """The ``(BLOCK_M, BLOCK_N)`` fp32 sum over blocks ``b_start .. b_end``: :func:`gemv_loop` for one
+    activation row (``BLOCK_M == 1``), :func:`dot_loop` for batches."""
+    if BLOCK_M == 1:
+        acc = gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, row_words, K // GS, b_start, b_end, MAGIC, GS, KB, PER, W0,
+                        W1, HAS_PERM, BLOCK_N, GPI, PREFETCH, ASM)
+    else:
+        acc = dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, K // GS, b_start, b_end,
+                       GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM)
+    return acc
+
+
+@triton.jit
 def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, row_words, MAGIC,
                    GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
                    HAS_PERM: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    GPI: tl.constexpr, SPLIT: tl.constexpr, SPLIT_BLOCKS, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr,
-                   PREFETCH: tl.constexpr):
+                   PREFETCH: tl.constexpr, OUT_PROGS: tl.constexpr):
     """``Y[m, n] = sum_k X[m, perm(k)] (s[n, g] q[n, k] + b[n, g])`` (``g = k // GS``, ``b = -z s``) for
     ``BLOCK_N`` rows over blocks ``pid_k SPLIT_BLOCKS ..`` of ``KB`` inputs (all of K without split),
-    ``GPI`` blocks per iteration (see :mod:`lowbit.kernels.triton.common`): :func:`gemv_loop` for one
-    activation row (``BLOCK_M == 1``), :func:`dot_loop` for batches; then the outliers and the store.
+    ``GPI`` blocks per iteration (see :mod:`lowbit.kernels.triton.common`; :func:`main_loop`); then the
+    outliers and the store. Outliers (``HAS_OUT``) are walked by the ``SPLIT`` programs of a row tile
+    around their main loops (``OUT_PROGS == 0``), or by ``OUT_PROGS`` programs of their own (``pid_k >=
+    SPLIT``, no main loop), which add into ``y`` as split K does (:func:`outlier_programs`).
     ``row_words = K / PER`` is an argument so that Triton sees its divisibility by 16 and vectorizes the
     loads of words and activations."""
     pid_n = tl.program_id(0)
@@ -336,19 +354,34 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
     m_mask = offs_m < M
     b_start = pid_k * SPLIT_BLOCKS
     b_end = tl.minimum(b_start + SPLIT_BLOCKS, K // KB)
-    if HAS_OUT:  # the outlier walk's first loads, before the main loop
-        o_first, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
-                                                       pid_k, BLOCK_N, OUT_CHUNK, SPLIT)
-    if BLOCK_M == 1:
-        acc = gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, row_words, K // GS, b_start, b_end, MAGIC, GS, KB, PER, W0,
-                        W1, HAS_PERM, BLOCK_N, GPI, PREFETCH, ASM)
+    if OUT_PROGS > 0:
+        if pid_k >= SPLIT:  # an outlier program: chunks pid_k - SPLIT, + OUT_PROGS, .. of the tile's entries
+            o_first, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL,
+                                                           OVAL, pid_k - SPLIT, BLOCK_N, OUT_CHUNK, OUT_PROGS)
+            acc = outliers_end(tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), o_first, o_end, o_r, o_d, o_x, X,
+                               stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL, BLOCK_M, OUT_CHUNK, OUT_PROGS)
+        else:
+            acc = main_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, MAGIC, K, b_start,
+                            b_end, GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM, PREFETCH)
     else:
-        acc = dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, K // GS, b_start, b_end,
-                       GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM)
-    if HAS_OUT:
-        acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
-                           BLOCK_M, OUT_CHUNK, SPLIT)
-    store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT)
+        if HAS_OUT:  # the outlier walk's first loads, before the main loop
+            o_first, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL,
+                                                           OVAL, pid_k, BLOCK_N, OUT_CHUNK, SPLIT)
+        acc = main_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, MAGIC, K, b_start, b_end,
+                        GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM, PREFETCH)
+        if HAS_OUT:
+            acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL,
+                               OVAL, BLOCK_M, OUT_CHUNK, SPLIT)
+    store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT + OUT_PROGS)
+
+
+def outlier_programs(st: UniformState, c: Config, bm: int) -> int:
+    """Programs per row tile that walk the outliers on their own, one chunk (:func:`out_chunk`) of the
+    fullest tile each: for batches (``bm > 1``), whose main programs then hold no chunk through their loop;
+    0 (the main programs walk them) for a GEMV or without outliers."""
+    if st.outliers is None or bm == 1:
+        return 0
+    return triton.cdiv(st.outliers.tile_max.get(c.block_n, 1), out_chunk(c.block_n, st.outliers))
 
 
 def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
@@ -360,8 +393,9 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     planes = PLANES[st.bits]
     n_blocks = k // st.block
     gpi = blocks_per_iter(c, per, st.block, triton.cdiv(n_blocks, c.split_k), bm)
-    y = output(m, n, c.split_k, x)
-    grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k)
+    walkers = outlier_programs(st, c, bm)
+    y = output(m, n, c.split_k + walkers, x)
+    grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k + walkers)
     uniform_kernel[grid](
         x, y, st.planes[0], st.planes[-1], st.scales, st.offsets, st.perm if st.perm is not None else st.scales,
         *outlier_args(st.outliers, y), m, n, k, x.stride(0), k // per, 0x4B000000,
@@ -369,7 +403,7 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
         HAS_PERM=st.perm is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
         GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k),
         OUT_CHUNK=out_chunk(c.block_n, st.outliers), ASM=x.is_cuda, PREFETCH=loads_ahead(c, bm),
-        num_warps=c.num_warps, num_stages=c.num_stages)
+        OUT_PROGS=walkers, num_warps=c.num_warps, num_stages=c.num_stages)
     return y.to(x.dtype)
 
 
