@@ -362,11 +362,13 @@ DOT_CONFIGS = [Config(32, 32, 4, 2), Config(64, 32, 4, 3), Config(32, 64, 8, 2),
                Config(32, 32, 4, 3, 4), Config(16, 32, 4, 3, 2), Config(64, 32, 4, 3, 8), Config(32, 64, 4, 3, 8)]
 # Tensor-core tiles with the weights as the register operand (uniform batches): 64 or 128 rows (one
 # Hopper wgmma per warpgroup), split along K where 64-row tiles alone are fewer than the SMs (4096 rows:
-# 64 tiles); 32 rows fall back to mma.sync. Padded to 16 rows, a batch of one was 1.2-2.4x slower than
+# 64 tiles); 32 rows fall back to mma.sync. The last four (session 22, after the paired layout) were
+# chosen by the H100's batch-16 sweeps; four more tried with them (split 16; 6 stages; 32 words on 4
+# stages) were chosen by none. Padded to 16 rows, a batch of one was 1.2-2.4x slower than
 # the GEMV with these at every benchmark shape on the H100 (docs/results.md), so it is not a candidate.
 TC_CONFIGS = [Config(64, 32, 4, 3, 1), Config(64, 32, 4, 3, 2), Config(64, 32, 4, 3, 4), Config(64, 64, 4, 3, 4),
               Config(128, 32, 8, 3, 2), Config(128, 32, 4, 3, 4), Config(32, 32, 4, 3, 4), Config(64, 16, 4, 4, 8),
-              Config(64, 16, 4, 4, 4), Config(64, 32, 4, 4, 8), Config(128, 16, 8, 4, 4), Config(64, 16, 4, 6, 8)]
+              Config(64, 16, 4, 3, 8), Config(64, 16, 4, 4, 4), Config(128, 16, 8, 4, 4), Config(128, 16, 8, 4, 8)]
 
 
 def block_m(m: int) -> int:
