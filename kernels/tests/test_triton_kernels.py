@@ -69,6 +69,17 @@ def test_uniform_paths(bits: int, act_order: bool) -> None:
         check(qw, uniform.run(state, x, config), x)
 
 
+@pytest.mark.parametrize("bits", [2, 3])
+def test_uniform_batch_one_block_an_iteration(bits: int) -> None:
+    """Paired codes give a 2- or 3-bit pair step 16 inputs of one 128-input block: the batch path's
+    ``tl.dot`` may then take one block an iteration (the H100's batch-16 choice, 8 words)."""
+    qw = random_uniform(40, 384, bits, 128, seed=bits, device=DEVICE, n_outliers=6)
+    config = Config(64, 8, 4, 3, 2)
+    assert common.blocks_per_iter(config, common.PER[bits], 128, 3, 17, paired=True) == 1
+    x = xs(17, 384, bits)
+    check(qw, uniform.run(uniform.prepare(qw), x, config), x)
+
+
 @settings(max_examples=8, deadline=None)
 @given(st.sampled_from([2, 3, 4]), st.sampled_from([32, 64, 128]), st.integers(1, 70), st.integers(1, 3),
        st.integers(1, 20), st.integers(0, 12), st.integers(0, 2**20))

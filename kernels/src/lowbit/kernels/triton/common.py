@@ -362,13 +362,15 @@ DOT_CONFIGS = [Config(32, 32, 4, 2), Config(64, 32, 4, 3), Config(32, 64, 8, 2),
                Config(32, 32, 4, 3, 4), Config(16, 32, 4, 3, 2), Config(64, 32, 4, 3, 8), Config(32, 64, 4, 3, 8)]
 # Tensor-core tiles with the weights as the register operand (uniform batches): 64 or 128 rows (one
 # Hopper wgmma per warpgroup), split along K where 64-row tiles alone are fewer than the SMs (4096 rows:
-# 64 tiles); 32 rows fall back to mma.sync. The last four (session 22, after the paired layout) were
-# chosen by the H100's batch-16 sweeps; four more tried with them (split 16; 6 stages; 32 words on 4
-# stages) were chosen by none. Padded to 16 rows, a batch of one was 1.2-2.4x slower than
+# 64 tiles); 32 rows fall back to mma.sync. The last five (session 22, after the paired layout) were
+# chosen by the H100's batch-16 sweeps (8 words: one block an iteration at 2 and 3 bits, for which the
+# H100 chose it at every shape); six more tried with them (split 16; 6 stages; 32 words on 4 stages; 8
+# words on 128 rows) were chosen by none. Padded to 16 rows, a batch of one was 1.2-2.4x slower than
 # the GEMV with these at every benchmark shape on the H100 (docs/results.md), so it is not a candidate.
 TC_CONFIGS = [Config(64, 32, 4, 3, 1), Config(64, 32, 4, 3, 2), Config(64, 32, 4, 3, 4), Config(64, 64, 4, 3, 4),
               Config(128, 32, 8, 3, 2), Config(128, 32, 4, 3, 4), Config(32, 32, 4, 3, 4), Config(64, 16, 4, 4, 8),
-              Config(64, 16, 4, 3, 8), Config(64, 16, 4, 4, 4), Config(128, 16, 8, 4, 4), Config(128, 16, 8, 4, 8)]
+              Config(64, 16, 4, 3, 8), Config(64, 16, 4, 4, 4), Config(128, 16, 8, 4, 4), Config(128, 16, 8, 4, 8),
+              Config(64, 8, 4, 3, 8)]
 
 
 def block_m(m: int) -> int:
@@ -376,13 +378,14 @@ def block_m(m: int) -> int:
     return 1 if m == 1 else max(16, triton.next_power_of_2(m))
 
 
-def blocks_per_iter(c: Config, per: int, kb: int, n_blocks: int, bm: int) -> int:
+def blocks_per_iter(c: Config, per: int, kb: int, n_blocks: int, bm: int, paired: bool = False) -> int:
     """``GPI``: blocks of ``kb`` inputs per iteration for ``c`` and ``bm`` rows of x per program (a power of
-    two, at most the blocks there are rounded up; for ``tl.dot`` at least 16 inputs per shift)."""
+    two, at most the blocks there are rounded up; for ``tl.dot`` at least 16 inputs per shift, or per pair of
+    shifts with ``paired`` codes, :func:`pack_codes`)."""
     gpi = max(1, c.words * per // kb)
     gpi = min(gpi, triton.next_power_of_2(n_blocks))
     if bm > 1:
-        gpi = max(gpi, triton.cdiv(16, kb // per))
+        gpi = max(gpi, triton.cdiv(16, kb // per * (2 if paired else 1)))
     return gpi
 
 

@@ -392,7 +392,7 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     per = PER[st.bits]
     planes = PLANES[st.bits]
     n_blocks = k // st.block
-    gpi = blocks_per_iter(c, per, st.block, triton.cdiv(n_blocks, c.split_k), bm)
+    gpi = blocks_per_iter(c, per, st.block, triton.cdiv(n_blocks, c.split_k), bm, paired=True)
     walkers = outlier_programs(st, c, bm)
     y = output(m, n, c.split_k + walkers, x)
     grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k + walkers)
