@@ -10,7 +10,9 @@ contiguous (``K``-contiguous per output row, as in GemLite and Marlin's GEMV lay
 owning ``BLOCK_N`` rows streams ``BLOCK_N`` contiguous runs. Shift ``i`` of a ``(BLOCK_N, GPI, WB)``
 word tile is a ``(BLOCK_N, GPI, WB)`` code tile whose inputs ``b KB + i WB + j`` are contiguous along
 ``j``, so unpacking is one shift and mask per code and needs no reshape (no layout conversion): the
-activations for shift ``i`` are a ``(GPI, WB)`` tile of contiguous runs. (The binary-code kernel stores the
+activations for shift ``i`` are a ``(GPI, WB)`` tile of contiguous runs. The uniform kernel pairs the
+codes instead (:func:`pack_codes` ``paired``, since v12): shifts ``i`` and ``i + PER / 2`` hold adjacent
+inputs, as its tensor-core operand registers do. (The binary-code kernel stores the
 same words transposed, word rows along K: :mod:`lowbit.kernels.triton.table`; per-column tables pack their
 codes along the rows instead: :mod:`lowbit.kernels.triton.column_tables`.) 3 bits are a 2-bit plane of
 int32 words and a 1-bit plane of int16 words with the same ``PER = 16`` (exactly 3 bits per weight;

@@ -207,7 +207,7 @@ def pair_inputs(X, PERM, k2, HAS_PERM: tl.constexpr, ASM: tl.constexpr):
     """Inputs ``2 k2`` and ``2 k2 + 1`` (``X[perm(k)]`` with act-order) as two fp32 ``(1, ..)`` tiles. Without
     ``PERM``, one 32-bit load of the pair (``X`` 4-byte aligned, :func:`_launch`) and, for fp16 on the GPU,
     each half converted in place by inline PTX (two ``cvt.f32.f16``). On the H100 the GEMV ran 4-8% slower
-    with Triton's own unpacking of the word (mask, narrow, bitcast) and 15-45% slower with the two halves
+    with Triton's own unpacking of the word (mask, narrow, bitcast) and 15-46% slower with the two halves
     loaded by stride-2 loads (docs/results.md, v12)."""
     if HAS_PERM:
         x0 = tl.load(X + tl.load(PERM + 2 * k2)).to(tl.float32)
