@@ -364,15 +364,15 @@ DOT_CONFIGS = [Config(32, 32, 4, 2), Config(64, 32, 4, 3), Config(32, 64, 8, 2),
                Config(32, 32, 4, 3, 4), Config(16, 32, 4, 3, 2), Config(64, 32, 4, 3, 8), Config(32, 64, 4, 3, 8)]
 # Tensor-core tiles with the weights as the register operand (uniform batches): 64 or 128 rows (one
 # Hopper wgmma per warpgroup), split along K where 64-row tiles alone are fewer than the SMs (4096 rows:
-# 64 tiles); 32 rows fall back to mma.sync. The last five (session 22, after the paired layout) were
-# chosen by the H100's batch-16 sweeps (8 words: one block an iteration at 2 and 3 bits, for which the
-# H100 chose it at every shape); six more tried with them (split 16; 6 stages; 32 words on 4 stages; 8
-# words on 128 rows) were chosen by none. Padded to 16 rows, a batch of one was 1.2-2.4x slower than
-# the GEMV with these at every benchmark shape on the H100 (docs/results.md), so it is not a candidate.
+# 64 tiles); 32 rows fall back to mma.sync. The last eight (session 22, after the paired layout) were
+# each chosen by one of the H100's batch-16 sweeps (8 words: one block an iteration at 2 and 3 bits); the
+# others tried with them were chosen by none (docs/results.md, v12). Padded to 16 rows, a batch of one was
+# 1.2-2.4x slower than the GEMV with these at every benchmark shape on the H100 (docs/results.md), so it is
+# not a candidate.
 TC_CONFIGS = [Config(64, 32, 4, 3, 1), Config(64, 32, 4, 3, 2), Config(64, 32, 4, 3, 4), Config(64, 64, 4, 3, 4),
               Config(128, 32, 8, 3, 2), Config(128, 32, 4, 3, 4), Config(32, 32, 4, 3, 4), Config(64, 16, 4, 4, 8),
               Config(64, 16, 4, 3, 8), Config(64, 16, 4, 4, 4), Config(128, 16, 8, 4, 4), Config(128, 16, 8, 4, 8),
-              Config(64, 8, 4, 3, 8)]
+              Config(64, 8, 4, 3, 8), Config(64, 16, 4, 2, 8), Config(64, 16, 4, 3, 4), Config(128, 8, 8, 3, 8)]
 
 
 def block_m(m: int) -> int:
