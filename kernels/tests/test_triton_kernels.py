@@ -324,6 +324,8 @@ def test_uniform_bf16_and_unaligned_activations() -> None:
     x = buf[1:].view(1, 256)
     x.copy_(xs(1, 256, 7))
     assert x.data_ptr() % 4 == 2 and x.is_contiguous()
+    xa = uniform.word_aligned(x)  # the interpreter reads misaligned words too: check the copy itself
+    assert xa.data_ptr() % 4 == 0 and torch.equal(xa, x)
     check(qw, uniform.run(state, x, PATHS[1][1]), x)
 
 

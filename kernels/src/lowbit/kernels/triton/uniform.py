@@ -384,11 +384,17 @@ def outlier_programs(st: UniformState, c: Config, bm: int) -> int:
     return triton.cdiv(st.outliers.tile_max.get(c.block_n, 1), out_chunk(c.block_n, st.outliers))
 
 
+def word_aligned(x: Tensor) -> Tensor:
+    """``x``, or a copy of it where its data does not start on a 4-byte boundary: the GEMV loads pairs of
+    inputs as 32-bit words (:func:`pair_inputs`)."""
+    return x if x.data_ptr() % 4 == 0 else x.clone()
+
+
 def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     m, (n, k) = x.shape[0], st.shape
     bm = block_m(m)
-    if bm == 1 and x.data_ptr() % 4:  # the GEMV loads pairs of inputs as 32-bit words (pair_inputs)
-        x = x.clone()
+    if bm == 1:
+        x = word_aligned(x)
     per = PER[st.bits]
     planes = PLANES[st.bits]
     n_blocks = k // st.block
