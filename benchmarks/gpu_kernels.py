@@ -128,11 +128,11 @@ def lowbit_formats() -> dict[str, tuple[str, Callable[[int, int, torch.device], 
 
 def kernel_fns(kind: str) -> tuple[Callable[..., Any], Callable[..., Tensor], Callable[[Any, Tensor], tuple]]:
     """``(prepare, run, tuning)`` of a kernel kind (see ``lowbit.kernels.triton``)."""
-    from lowbit.kernels.triton import additive, column_tables, table, uniform
+    from lowbit.kernels.triton import additive, column_tables, uniform
 
     return {"uniform": (uniform.prepare, uniform.run, uniform.tuning),
             "table": (column_tables.prepare, column_tables.run, column_tables.tuning),
-            "binary": (table.prepare_binary, table.run, table.tuning),
+            "binary": (uniform.prepare_binary, uniform.run, uniform.tuning),
             "additive": (additive.prepare, additive.run, additive.tuning)}[kind]
 
 

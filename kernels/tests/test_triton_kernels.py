@@ -24,7 +24,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from lowbit.core.formats import QuantizedWeight, binary_code_values  # noqa: E402
 from lowbit.kernels import QuantLinear, select  # noqa: E402
-from lowbit.kernels.triton import additive, column_tables, common, table, timing, uniform  # noqa: E402
+from lowbit.kernels.triton import additive, column_tables, common, timing, uniform  # noqa: E402
 from lowbit.kernels.triton.common import Config  # noqa: E402
 from lowbit.kernels.triton.random_weights import (  # noqa: E402
     random_additive,
@@ -75,9 +75,26 @@ def test_uniform_batch_one_block_an_iteration(bits: int) -> None:
     ``tl.dot`` may then take one block an iteration (the H100's batch-16 choice, 8 words)."""
     qw = random_uniform(40, 384, bits, 128, seed=bits, device=DEVICE, n_outliers=6)
     config = Config(64, 8, 4, 3, 2)
-    assert common.blocks_per_iter(config, common.PER[bits], 128, 3, 17, paired=True) == 1
+    assert common.blocks_per_iter(config, common.PER[bits], 128, 3, 17) == 1
     x = xs(17, 384, bits)
     check(qw, uniform.run(uniform.prepare(qw), x, config), x)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from([1, 2, 3, 4]), st.sampled_from([8, 16, 32, 64]), st.sampled_from([2, 3, 4]),
+       st.sampled_from([16, 32, 64]), st.integers(64, 256))
+def test_batch_blocks_fit_shared_memory(bits: int, words: int, stages: int, bm: int, shared_kib: int) -> None:
+    """A batch's blocks an iteration are halved until the pipelined activation tiles fit the shared memory
+    given (less 32 KiB), never below ``tl.dot``'s 16 inputs a pair step; the GEMV's are not limited. At
+    1 bit, (64, 32, 4, 3, 1) on 64 rows asked the H100 for 410,624 bytes of its 232,448."""
+    config, per, shared = Config(64, words, 4, stages, 1), common.PER[bits], shared_kib * 1024
+    free = common.blocks_per_iter(config, per, 128, 64, bm)
+    gpi = common.blocks_per_iter(config, per, 128, 64, bm, shared=shared)
+    least = -(-16 // (128 // per * 2))
+    assert least <= gpi <= free and gpi * 2 * (128 // per) >= 16  # inputs of a pair step
+    assert gpi == least or stages * gpi * 128 * bm * 2 <= shared - 32768
+    assert gpi == free or stages * 2 * gpi * 128 * bm * 2 > shared - 32768  # halved only while too large
+    assert common.blocks_per_iter(config, per, 128, 64, 1, shared=shared) == max(1, words * per // 128)
 
 
 @settings(max_examples=8, deadline=None)
@@ -162,10 +179,10 @@ def test_table_edges(bits: int) -> None:
 def test_binary_edges(d_in: int, gs: int) -> None:
     """Act-order binary codes with outliers, groups of 128 over 3 blocks and of 32 inputs."""
     qw = random_binary(24, d_in, 3, gs, seed=gs, device=DEVICE, act_order=True, outlier_frac=0.02)
-    state = table.prepare_binary(qw)
-    for m, config in [(1, Config(8, 128)), (1, Config(16, 32, 4, 1)), (5, Config(32, 32))]:
+    state = uniform.prepare_binary(qw)
+    for m, config in [(1, Config(8, 128)), (1, Config(16, 32, 4, 1)), (5, Config(32, 32))] + SPLIT_PATHS:
         x = xs(m, d_in, m)
-        check(qw, table.run(state, x, config), x)
+        check(qw, uniform.run(state, x, config), x)
 
 
 @settings(max_examples=20, deadline=None)
@@ -174,7 +191,7 @@ def test_binary_steps(bits: int, seed: int) -> None:
     """Code ``j``'s value is the first step plus the steps of its set bits (values affine in the bits)."""
     g = torch.Generator().manual_seed(seed)
     alphas, offsets = torch.rand(3, 5, bits, generator=g), torch.randn(3, 5, generator=g)
-    steps = table.binary_steps(alphas, offsets)
+    steps = uniform.binary_steps(alphas, offsets)
     j = torch.arange(1 << bits)
     bits_of_j = ((j[:, None] >> torch.arange(bits)) & 1).float()  # (2^b, b), least significant first
     values = steps[..., :1] + steps[..., 1:] @ bits_of_j.T
@@ -185,10 +202,10 @@ def test_binary_steps(bits: int, seed: int) -> None:
 @pytest.mark.parametrize("act_order", [False, True])
 def test_binary_paths(bits: int, act_order: bool) -> None:
     qw = random_binary(40, 256, bits, 64, seed=bits, device=DEVICE, act_order=act_order)
-    state = table.prepare_binary(qw)
-    for m, config in PATHS:
+    state = uniform.prepare_binary(qw)
+    for m, config in PATHS + SPLIT_PATHS:
         x = xs(m, 256, m)
-        check(qw, table.run(state, x, config), x)
+        check(qw, uniform.run(state, x, config), x)
 
 
 @pytest.mark.parametrize("m_b", [(2, 8), (1, 16), (1, 8), (3, 4)])
@@ -273,34 +290,36 @@ def test_lookup_property(fmt: str, d_out: int, k32: int, m: int, seed: int) -> N
         state = column_tables.prepare(qw)
     elif fmt == "binary":
         qw = random_binary(d_out, d_in, 1 + seed % 4, 32, seed, DEVICE)
-        state = table.prepare_binary(qw)
+        state = uniform.prepare_binary(qw)
     else:
         qw = random_additive(d_out, d_in, *((2, 8), (1, 16))[seed % 2], seed=seed, device=DEVICE, n_outliers=2)
         state = additive.prepare(qw)
     x = xs(m, d_in, seed)
-    run = {"table": column_tables.run, "binary": table.run, "additive": additive.run}[fmt]
+    run = {"table": column_tables.run, "binary": uniform.run, "additive": additive.run}[fmt]
     check(qw, run(state, x), x)
 
 
 @settings(max_examples=20, deadline=None)
 @given(st.sampled_from([1, 2, 3, 4]), st.integers(1, 9), st.sampled_from([32, 64, 128]), st.integers(1, 3),
-       st.booleans(), st.integers(0, 2**20))
-def test_pack_codes_round_trip(bits: int, n: int, kb: int, n_blocks: int, paired: bool, seed: int) -> None:
-    """Word ``j`` of block ``b`` holds at bit ``i w`` of each plane input ``b KB + i WB + j``, or paired
-    ``b KB + 2 WB (i mod PER / 2) + 2 j + i div PER / 2``."""
+       st.integers(0, 2**20))
+def test_pack_codes_round_trip(bits: int, n: int, kb: int, n_blocks: int, seed: int) -> None:
+    """Word ``j`` of block ``b`` holds at bit ``i w`` of each plane input ``b KB + 2 WB (i mod PER / 2) + 2 j
+    + i div PER / 2``; each row's words padded to a multiple of 16."""
     g = torch.Generator().manual_seed(seed)
     k = kb * n_blocks
     codes = torch.randint(0, 1 << bits, (n, k), generator=g)
     per = common.PER[bits]
     wb = kb // per
     i, j = torch.arange(per)[:, None], torch.arange(wb)[None, :]
-    within = (2 * wb * (i % (per // 2)) + 2 * j + i // (per // 2)) if paired else (i * wb + j)  # (PER, WB)
+    within = 2 * wb * (i % (per // 2)) + 2 * j + i // (per // 2)  # (PER, WB)
     inputs = (kb * torch.arange(n_blocks)[:, None, None] + within).reshape(k)  # of [b, i, j]
     assert sorted(inputs.tolist()) == list(range(k))
     back, shift = torch.zeros_like(codes), 0
-    for w, plane in zip(common.PLANES[bits], common.pack_codes(codes, bits, kb, paired), strict=True):
-        assert plane.shape == (n, k // per) and plane.dtype == (torch.int32 if per * w == 32 else torch.int16)
-        v = plane.long() & ((1 << (per * w)) - 1)
+    for w, plane in zip(common.PLANES[bits], common.pack_codes(codes, bits, kb), strict=True):
+        words = -(-k // per // 16) * 16  # rows padded with zero words to a multiple of 16
+        assert plane.shape == (n, words) and plane.dtype == (torch.int32 if per * w == 32 else torch.int16)
+        assert not plane[:, k // per:].any()
+        v = plane[:, : k // per].long() & ((1 << (per * w)) - 1)
         part = (v.reshape(n, n_blocks, 1, wb) >> (w * torch.arange(per))[None, None, :, None]) & ((1 << w) - 1)
         back[:, inputs] |= part.reshape(n, k) << shift
         shift += w
@@ -333,7 +352,7 @@ def test_uniform_bf16_and_unaligned_activations() -> None:
                                    (576, 1536)])
 def test_tiles_cover_model_shapes(shape: tuple[int, int]) -> None:
     """Every configuration tiles the benchmark and SmolLM2 shapes (no launch): blocks divide K, a power
-    of two of them per iteration, at least 16 inputs per shift for ``tl.dot``."""
+    of two of them per iteration, at least 16 inputs per pair of shifts for ``tl.dot``."""
     d_out, d_in = shape
     for gs in (32, 64, 128, d_in):
         if d_in % gs:
@@ -345,7 +364,7 @@ def test_tiles_cover_model_shapes(shape: tuple[int, int]) -> None:
                 for bits in (1, 2, 3, 4):
                     per = common.PER[bits]
                     gpi = common.blocks_per_iter(c, per, kb, d_in // kb, m)
-                    assert gpi & (gpi - 1) == 0 and (m == 1 or gpi * kb // per >= 16)
+                    assert gpi & (gpi - 1) == 0 and (m == 1 or 2 * gpi * kb // per >= 16)
 
 
 @pytest.mark.parametrize("fmt", ["uniform", "table", "additive"])

@@ -4,8 +4,8 @@ fp32 accumulation, reading the packed weight once (batch-1 decoding is bound by 
 | module | formats |
 |---|---|
 | :mod:`.uniform` | ``uniform`` 1..4 bits, groups of 32k inputs, act-order, SpQR second-order statistics |
+| :mod:`.uniform` | ``binary`` (codes affine in their bits, per (group, row)), as one 1-bit plane per bit |
 | :mod:`.column_tables` | ``table`` (per-column tables, one width or mixed widths; looked up in registers) |
-| :mod:`.table` | ``binary`` (codes affine in their bits, per (group, row)) |
 | :mod:`.additive` | ``additive`` (AQLM 2x8 and 1x16, groups of 8) |
 
 Sparse outliers are added in the same pass by every kernel; shared pieces (bit-plane layout, loads,
@@ -89,6 +89,6 @@ def _on_cuda(prepare: Callable[..., Any]) -> Callable[[Any], Any]:
 ENTRIES: list[tuple[str, Callable[[dict[str, Any]], bool], Callable[[Any], Any], Callable[[Any, Any], Any]]] = [
     ("triton_uniform", supports_uniform, _on_cuda(_lazy("uniform", "prepare")), _lazy("uniform", "run")),
     ("triton_table", supports_table, _on_cuda(_lazy("column_tables", "prepare")), _lazy("column_tables", "run")),
-    ("triton_binary", supports_binary, _on_cuda(_lazy("table", "prepare_binary")), _lazy("table", "run")),
+    ("triton_binary", supports_binary, _on_cuda(_lazy("uniform", "prepare_binary")), _lazy("uniform", "run")),
     ("triton_additive", supports_additive, _on_cuda(_lazy("additive", "prepare")), _lazy("additive", "run")),
 ]

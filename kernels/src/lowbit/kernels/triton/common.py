@@ -1,22 +1,22 @@
 """Pieces shared by the Triton kernels: the block-interleaved code layout, code unpacking, activation
 loads, sparse outliers in the same pass, and the per-process configuration tuner.
 
-**Codes: words along the inputs of each output row, interleaved per block.** A b-bit code matrix
-``(N, K)`` is cut along K into blocks of ``KB`` inputs (a power of two dividing 128 and the group
-size). Each block of a row is ``WB = KB / PER`` words, ``PER`` codes per word (:data:`PER`: 32 / b,
-and 16 for 3 bits); word ``j`` of block ``b`` holds the code of input ``k = b KB + i WB + j`` at bit
-``i w`` (``i = 0 .. PER - 1``). Words are stored ``(N, K / PER)`` row-major: a row's words are
-contiguous (``K``-contiguous per output row, as in GemLite and Marlin's GEMV layout), so a program
-owning ``BLOCK_N`` rows streams ``BLOCK_N`` contiguous runs. Shift ``i`` of a ``(BLOCK_N, GPI, WB)``
-word tile is a ``(BLOCK_N, GPI, WB)`` code tile whose inputs ``b KB + i WB + j`` are contiguous along
-``j``, so unpacking is one shift and mask per code and needs no reshape (no layout conversion): the
-activations for shift ``i`` are a ``(GPI, WB)`` tile of contiguous runs. The uniform kernel pairs the
-codes instead (:func:`pack_codes` ``paired``, since v12): shifts ``i`` and ``i + PER / 2`` hold adjacent
-inputs, as its tensor-core operand registers do. (The binary-code kernel stores the
-same words transposed, word rows along K: :mod:`lowbit.kernels.triton.table`; per-column tables pack their
-codes along the rows instead: :mod:`lowbit.kernels.triton.column_tables`.) 3 bits are a 2-bit plane of
-int32 words and a 1-bit plane of int16 words with the same ``PER = 16`` (exactly 3 bits per weight;
-both planes load with the same tile shape).
+**Codes: words along the inputs of each output row, interleaved per block** (the uniform kernel's
+layout, binary codes included as 1-bit planes). A b-bit code matrix ``(N, K)`` is cut along K into
+blocks of ``KB`` inputs (a power of two dividing 128 and the group size). Each block of a row is ``WB =
+KB / PER`` words, ``PER`` codes per word (:data:`PER`: 32 / b, and 16 for 3 bits); word ``j`` of block
+``b`` holds at bit ``i w`` (``i = i' + h PER / 2``, ``h`` 0 or 1) the code of input ``k = b KB + 2 WB i'
++ 2 j + h``. The two codes at bits ``i' w`` and ``i' w + 16``, one f16x2 pair
+(:func:`lowbit.kernels.triton.uniform.pair_codes`), are adjacent inputs, as a tensor-core operand
+register holds them, and the ``2 WB`` inputs of a pair step ``i'`` are contiguous (since v12; until
+then input ``b KB + i WB + j``). Words are stored ``(N, K / PER)`` row-major, each row padded to a
+multiple of 16 words: a row's words are contiguous (``K``-contiguous per output row, as in GemLite and
+Marlin's GEMV layout), so a program owning ``BLOCK_N`` rows streams ``BLOCK_N`` contiguous runs.
+Unpacking is one shift and mask per code (per pair of codes on the tensor cores) and needs no
+reshape. (Per-column tables pack their codes along the rows instead:
+:mod:`lowbit.kernels.triton.column_tables`.) 3 bits are a 2-bit plane of int32 words and a 1-bit plane
+of int16 words with the same ``PER = 16`` (exactly 3 bits per weight; both planes load with the same
+tile shape).
 
 **Tiles.** One program per ``BLOCK_N`` output rows (and ``BLOCK_M`` activation rows) loops over all of
 K, ``GPI`` blocks (``BLOCK_K = GPI KB`` inputs) per iteration; blocks past K are masked (K need not
@@ -25,14 +25,11 @@ last block's activations, unmasked). With ``split_k = 1`` one launch writes ``y`
 (no zero-fill, atomics or cast); with ``split_k > 1`` (chosen by the tuner, see :class:`Config`)
 programs ``pid_k`` sum consecutive ranges of ``SPLIT_BLOCKS`` blocks and add into a zero-filled ``y``
 (:func:`output`; so do the width segments of mixed column tables).
-A batch of one row is a GEMV: an fp32 ``(BLOCK_N, GPI, WB)``
-accumulator gets ``w x`` elementwise, reduced over K once after the loop (no reduction per
-iteration). Larger batches dequantize each shift's tile to fp16 and ``tl.dot`` it (fp32 accumulation;
-the uniform kernel swaps the operands and dequantizes pairs of codes in f16x2, see
-:mod:`lowbit.kernels.triton.uniform`). Integer codes become floats with the exponent trick
-``as_float(q | 0x4B000000) - 2^23`` (two full-rate ALU ops instead of the quarter-rate ``I2F``
-conversion; the uniform GEMV reads each code in place with a power of two chosen per bit position,
-:func:`lowbit.kernels.triton.uniform.code_value`).
+A batch of one row is a GEMV on the CUDA cores: an fp32 ``(BLOCK_N, GPI, WB)`` accumulator gets
+``w x`` elementwise, reduced over K once after the loop (no reduction per iteration), each code read in
+place with a power of two chosen per bit position (:func:`lowbit.kernels.triton.uniform.code_value`).
+Larger batches dequantize pairs of codes in f16x2 and ``tl.dot`` them with the operands swapped (fp32
+accumulation; :mod:`lowbit.kernels.triton.uniform`).
 
 **Sparse outliers in the same pass** (SpQR, arXiv 2306.03078): CSR over output rows (row pointers
 int32; per entry its row and column in 16 bits, read back as unsigned, and ``delta = value -
@@ -62,6 +59,7 @@ of a layer should come before), the first candidate is used.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -107,30 +105,27 @@ def signed_bits(words: Tensor, bits: int, dtype: torch.dtype) -> Tensor:
     return torch.where(words >= 2 ** (bits - 1), words - 2**bits, words).to(dtype)
 
 
-def pack_codes(codes: Tensor, bits: int, kb: int, paired: bool = False) -> list[Tensor]:
+def pack_codes(codes: Tensor, bits: int, kb: int) -> list[Tensor]:
     """``codes`` ``(N, K)`` below ``2^bits`` (K a multiple of ``kb``) -> the planes of the layout in the
-    module docstring: ``(N, K / PER)`` int32 (and for 3 bits the high bits ``(N, K / 16)`` int16).
-
-    ``paired`` (the uniform kernel's layout): code ``i = h PER / 2 + i'`` (``h`` 0 or 1) of word ``j`` of
-    block ``b`` is input ``b KB + 2 WB i' + 2 j + h`` instead of ``b KB + WB i + j``: the two codes at bits
-    ``i' W`` and ``i' W + 16`` (one f16x2 pair, :func:`lowbit.kernels.triton.uniform.pair_codes`) are
-    adjacent inputs, as a tensor-core operand register holds them, and the ``2 WB`` inputs of a pair step
-    are contiguous."""
+    module docstring: ``(N, K / PER)`` int32 (and for 3 bits the high bits ``(N, K / 16)`` int16), each
+    row padded with zero words to a multiple of 16 words: a kernel taking the words per row as an
+    argument sees it divisible by 16 and vectorizes the word loads (at 32 codes a word, 11,008 inputs
+    in three 1-bit planes are 1,032 words)."""
     n, k = codes.shape
     per = PER[bits]
     wb = kb // per
     if k % kb or kb % per:
         raise ValueError(f"pack_codes needs K ({k}) a multiple of the block ({kb}) and of {per}")
-    if paired:  # [n, b, i', j, h] -> [n, b, h, i', j]: the column order of the unpaired layout below
-        codes = codes.reshape(n, k // kb, per // 2, wb, 2).permute(0, 1, 4, 2, 3).reshape(n, k)
-    c = codes.to(torch.int64).reshape(n, k // kb, per, wb)  # [n, b, i, j] = code of b KB + i WB + j
+    # [n, b, i', j, h] -> [n, b, h, i', j]: code i = h PER / 2 + i' of word j at bit i w below
+    codes = codes.reshape(n, k // kb, per // 2, wb, 2).permute(0, 1, 4, 2, 3).reshape(n, k)
+    c = codes.to(torch.int64).reshape(n, k // kb, per, wb)  # [n, b, i, j]
     out, shift = [], 0
     for w in PLANES[bits]:
         part = (c >> shift) & ((1 << w) - 1)
         words = (part << (w * torch.arange(per, device=c.device))[None, None, :, None]).sum(2)
         word_bits = per * w
-        out.append(signed_bits(words.reshape(n, k // per), word_bits, torch.int32 if word_bits == 32 else torch.int16)
-                   .contiguous())
+        words = signed_bits(words.reshape(n, k // per), word_bits, torch.int32 if word_bits == 32 else torch.int16)
+        out.append(torch.nn.functional.pad(words, (0, -(k // per) % 16)).contiguous())
         shift += w
     return out
 
@@ -187,22 +182,6 @@ def outlier_args(o: Outliers | None, dummy: Tensor) -> tuple[Tensor, Tensor, Ten
 
 
 # ------------------------------------------------------------------------------------------ jit helpers
-
-
-@triton.jit
-def code_at(w0, w1, i: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr):
-    """Codes at shift ``i`` of word tiles ``w0`` (int32, ``W0`` bits per code) and, ``W1 > 0``, ``w1``
-    (the 1-bit high plane of 3-bit codes)."""
-    q = (w0 >> (i * W0)) & ((1 << W0) - 1)
-    if W1 > 0:
-        q = q | (((w1 >> i) & 1) << W0)
-    return q
-
-
-@triton.jit
-def as_float(q):
-    """Small non-negative int32 ``q`` (< 2^23) as fp32: ``bits(2^23 + q) - 2^23`` (an OR and a FADD)."""
-    return (q | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
 
 
 @triton.jit
@@ -380,15 +359,27 @@ def block_m(m: int) -> int:
     return 1 if m == 1 else max(16, triton.next_power_of_2(m))
 
 
-def blocks_per_iter(c: Config, per: int, kb: int, n_blocks: int, bm: int, paired: bool = False) -> int:
+def blocks_per_iter(c: Config, per: int, kb: int, n_blocks: int, bm: int, shared: int | None = None) -> int:
     """``GPI``: blocks of ``kb`` inputs per iteration for ``c`` and ``bm`` rows of x per program (a power of
-    two, at most the blocks there are rounded up; for ``tl.dot`` at least 16 inputs per shift, or per pair of
-    shifts with ``paired`` codes, :func:`pack_codes`)."""
+    two, at most the blocks there are rounded up; for ``tl.dot`` at least 16 inputs per pair of shifts,
+    :func:`pack_codes`). ``shared``: the bytes of shared memory a program may
+    use (:func:`max_shared`); a batch's ``GPI`` is halved (not below the ``tl.dot`` minimum) while its
+    pipelined fp16 activation tiles, ``num_stages x GPI kb x bm`` values, would take more than that less
+    32 KiB (at 1 bit, 32 codes a word, 32 words are 1,024 inputs: 384 KiB at 64 rows and 3 stages)."""
     gpi = max(1, c.words * per // kb)
     gpi = min(gpi, triton.next_power_of_2(n_blocks))
     if bm > 1:
-        gpi = max(gpi, triton.cdiv(16, kb // per * (2 if paired else 1)))
+        least = triton.cdiv(16, kb // per * 2)
+        gpi = max(gpi, least)
+        while shared is not None and gpi > least and c.num_stages * gpi * kb * bm * 2 > shared - 32768:
+            gpi //= 2
     return gpi
+
+
+@functools.cache
+def max_shared(device_index: int) -> int:
+    """Shared memory a program may use on CUDA device ``device_index``, in bytes (Triton's own limit)."""
+    return int(triton.runtime.driver.active.utils.get_device_properties(device_index)["max_shared_mem"])
 
 
 def candidates(m: int, split: bool = True, tensor_core: bool = False) -> list[Config]:
@@ -426,11 +417,10 @@ def loads_ahead(c: Config, bm: int) -> bool:
 
 
 def gather_stages(c: Config, bm: int) -> int:
-    """Pipeline stages of a kernel that gathers its weights from a table (codebooks; and the binary-code
-    kernel, which gathered from per-row tables until v6 and was not measured with more stages since):
-    ``c``'s for a GEMV, 1 for ``tl.dot`` batches, whose software pipeliner would turn the gathers into
-    ``cp.async`` copies, which bypass L1 and so read every table entry from L2 (AQLM 2x8 at batch 16
-    took 175 us on a 4096 x 4096 layer against 19 us at batch 1)."""
+    """Pipeline stages of a kernel that gathers its weights from a table (codebooks): ``c``'s for a GEMV,
+    1 for ``tl.dot`` batches, whose software pipeliner would turn the gathers into ``cp.async`` copies,
+    which bypass L1 and so read every table entry from L2 (AQLM 2x8 at batch 16 took 175 us on a 4096 x
+    4096 layer against 19 us at batch 1)."""
     return c.num_stages if bm == 1 else 1
 
 

@@ -63,6 +63,7 @@ from .common import (
     grid_outliers,
     load_words,
     loads_ahead,
+    max_shared,
     out_chunk,
     outlier_args,
     outliers_begin,
@@ -87,7 +88,9 @@ class UniformState:
     bits: int
     group_size: int
     block: int  # KB
-    shape: tuple[int, int]
+    shape: tuple[int, int]  # (d_out, d_in)
+    rep: int = 1  # kernel blocks per block of inputs: 1, or a binary weight's bit planes (:func:`prepare_binary`)
+    kind: str = "uniform"  # the stored format, "uniform" or "binary": the tuning key's first part
 
 
 def group_perm(qw: QuantizedWeight) -> Tensor | None:
@@ -116,9 +119,68 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Un
         codes = codes[:, perm]
     bits, kb = int(qw.bits), block_size(d_in, gs)
     scales, zeros = scales.to(dev), zeros.to(dev)
-    return UniformState(pack_codes(codes, bits, kb, paired=True), scales.half().contiguous(),
+    return UniformState(pack_codes(codes, bits, kb), scales.half().contiguous(),
                         (-zeros * scales).half().contiguous(), None if perm is None else perm.to(torch.int32),
                         grid_outliers(qw, dev), bits, gs, kb, (d_out, d_in))
+
+
+def binary_steps(alphas: Tensor, offsets: Tensor) -> Tensor:
+    """``(..., b)`` coefficients and ``(...)`` offsets -> ``(..., b + 1)``: the value of code 0, ``offset -
+    sum_i alpha_i``, then the step ``2 alpha`` that each bit of the code adds, least significant bit first
+    (bit ``p`` goes with ``alpha_{b-1-p}``, :func:`lowbit.core.formats.binary_code_values`): code ``j``'s
+    value is ``steps[0] + sum_p bit_p(j) steps[1 + p]``."""
+    return torch.cat([(offsets - alphas.sum(-1))[..., None], 2 * alphas.flip(-1)], -1)
+
+
+def prepare_binary(qw: QuantizedWeight, device: torch.device | str | None = None) -> UniformState:
+    """Re-layout a ``binary`` weight (BCQ; GPTQT, arXiv 2407.02891) as 1-bit uniform codes, once.
+
+    ``W_hat[n, k] = c_0 + sum_p c_{p+1} bit_p(q[n, k])`` (:func:`binary_steps`, per (row, group)) is a sum
+    of ``b`` one-bit uniform weights on the same inputs: bit plane ``p`` with scale ``c_{p+1}`` and offset
+    ``c_0`` for ``p = 0``, 0 for the others. Each block of ``KB`` inputs becomes ``b`` kernel blocks, bit
+    plane ``p`` of input block ``j`` at kernel block ``j b + p`` (``rep = b``): the kernel reads input
+    block ``j`` for each, and the scales of kernel block ``j b + p`` at column ``g(j) b + p`` of ``(d_out,
+    b d_in / g)``. Each step is rounded once to fp16."""
+    dev = torch.device(device) if device is not None else qw.codes.device
+    if qw.alphas is None or qw.offsets is None:
+        raise ValueError("a binary weight needs its alphas and offsets")
+    d_out, d_in = qw.shape
+    gs = qw.group_size or d_in
+    b = int(qw.bits)
+    steps = binary_steps(qw.alphas.to(dev).float(), qw.offsets.to(dev).float())  # (d_out, d_in / g, b + 1)
+    codes = qw.codes.to(dev).long()
+    perm = group_perm(qw)
+    if perm is not None:
+        perm = perm.to(dev)
+        codes = codes[:, perm]
+    kb = block_size(d_in, gs)
+    bits = (codes[:, None, :] >> torch.arange(b, device=dev)[None, :, None]) & 1  # (d_out, b, d_in)
+    planes = bits.reshape(d_out, b, d_in // kb, kb).transpose(1, 2).reshape(d_out, b * d_in)
+    offsets = torch.cat([steps[..., :1], steps.new_zeros(d_out, d_in // gs, b - 1)], -1)
+    return UniformState(pack_codes(planes, 1, kb), steps[..., 1:].reshape(d_out, -1).half().contiguous(),
+                        offsets.reshape(d_out, -1).half().contiguous(), None if perm is None else perm.to(torch.int32),
+                        grid_outliers(qw, dev), 1, gs, kb, (d_out, d_in), b, "binary")
+
+
+@triton.jit
+def input_block(blk, REP: tl.constexpr):
+    """The block of inputs that kernel block ``blk`` reads: ``blk // REP`` (:func:`prepare_binary`)."""
+    if REP == 1:
+        j = blk
+    else:
+        j = blk // REP
+    return j
+
+
+@triton.jit
+def group_column(blk, KB: tl.constexpr, GS: tl.constexpr, REP: tl.constexpr):
+    """The column of kernel block ``blk``'s scale and offset: its group ``blk KB / GS``, or with ``REP``
+    bit planes ``g(blk // REP) REP + blk % REP`` (:func:`prepare_binary`)."""
+    if REP == 1:
+        c = blk * KB // GS
+    else:
+        c = (blk // REP) * KB // GS * REP + blk % REP
+    return c
 
 
 @triton.jit
@@ -188,7 +250,7 @@ def pair_weights(v, s2, b2, ASM: tl.constexpr):
 
 @triton.jit
 def load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS: tl.constexpr, KB: tl.constexpr,
-               WB: tl.constexpr, GPI: tl.constexpr, W1: tl.constexpr):
+               WB: tl.constexpr, GPI: tl.constexpr, W1: tl.constexpr, REP: tl.constexpr):
     """Blocks ``b0 .. b0 + GPI`` (those before ``b_end``) of the program's rows: the code words
     ``(BLOCK_N, GPI, WB)`` of both planes and the fp16 scales and offsets ``(BLOCK_N, GPI)``."""
     blk = b0 + tl.arange(0, GPI)
@@ -198,7 +260,7 @@ def load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS: tl.cons
     w1 = w0
     if W1 > 0:
         w1 = load_words(Q1, rows, row_words, wcol, ok)
-    sp = rows[:, None] * n_groups + (blk * KB // GS)[None, :]
+    sp = rows[:, None] * n_groups + group_column(blk, KB, GS, REP)[None, :]
     return (w0, w1, tl.load(S + sp, mask=ok[None, :], other=0.0), tl.load(OFF + sp, mask=ok[None, :], other=0.0))
 
 
@@ -226,7 +288,8 @@ def pair_inputs(X, PERM, k2, HAS_PERM: tl.constexpr, ASM: tl.constexpr):
 
 @triton.jit
 def gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, MAGIC, KB: tl.constexpr, PER: tl.constexpr,
-               W0: tl.constexpr, W1: tl.constexpr, HAS_PERM: tl.constexpr, GPI: tl.constexpr, ASM: tl.constexpr):
+               W0: tl.constexpr, W1: tl.constexpr, HAS_PERM: tl.constexpr, GPI: tl.constexpr, ASM: tl.constexpr,
+               REP: tl.constexpr):
     """``acc (BLOCK_N, GPI, WB) += s sum_i q_i x_i + b sum_i x_i`` for blocks ``b0 .. b0 + GPI`` of words
     ``w0, w1`` and scales and offsets ``sh, bh`` (:func:`load_block`): per code one LOP3, one FADD
     (:func:`code_value`) and one FFMA; per input (shared by a thread's rows) one conversion and one FADD.
@@ -235,7 +298,7 @@ def gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, MAGIC, KB: tl.constexpr,
     WB: tl.constexpr = KB // PER
     HALF: tl.constexpr = PER // 2
     blk = tl.minimum(b0 + tl.arange(0, GPI), b_end - 1)
-    k2 = blk[:, None] * (KB // 2) + tl.arange(0, WB)[None, :]  # (GPI, WB): pairs of inputs 2 k2, 2 k2 + 1
+    k2 = input_block(blk, REP)[:, None] * (KB // 2) + tl.arange(0, WB)[None, :]  # (GPI, WB): inputs 2 k2, 2 k2 + 1
     w0h = w0 >> 16
     for i in tl.static_range(HALF):  # codes i and i + HALF of word j: inputs 2 WB i + 2 j and the next
         x0, x1 = pair_inputs(X, PERM, k2 + i * WB, HAS_PERM, ASM)
@@ -256,7 +319,7 @@ def gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, MAGIC, KB: tl.constexpr,
 def gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, row_words, n_groups, b_start, b_end, MAGIC,
               GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
               HAS_PERM: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr, PREFETCH: tl.constexpr,
-              ASM: tl.constexpr):
+              ASM: tl.constexpr, REP: tl.constexpr):
     """The ``(1, BLOCK_N)`` fp32 GEMV over blocks ``b_start .. b_end`` on the CUDA cores
     (:func:`gemv_block` per ``GPI`` blocks), reduced over K once. ``PREFETCH``
     (:func:`lowbit.kernels.triton.common.loads_ahead`): each iteration's words and scales are loaded one
@@ -265,20 +328,24 @@ def gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, row_words, n_groups, b_start, b_end
     WB: tl.constexpr = KB // PER
     acc = tl.zeros((BLOCK_N, GPI, WB), dtype=tl.float32)
     if PREFETCH:
-        a0, a1, as_, ab = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b_start, b_end, GS, KB, WB, GPI, W1)
+        a0, a1, as_, ab = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b_start, b_end, GS, KB, WB, GPI, W1,
+                                     REP)
         for b0 in range(b_start, b_end, 2 * GPI):
             c0, c1, cs, cb = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0 + GPI, b_end, GS, KB, WB,
-                                        GPI, W1)
-            acc = gemv_block(acc, X, PERM, a0, a1, as_, ab, b0, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM, GPI, ASM)
+                                        GPI, W1, REP)
+            acc = gemv_block(acc, X, PERM, a0, a1, as_, ab, b0, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM, GPI, ASM,
+                             REP)
             a0, a1, as_, ab = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0 + 2 * GPI, b_end, GS, KB,
-                                         WB, GPI, W1)
+                                         WB, GPI, W1, REP)
             if b0 + GPI < b_end:
                 acc = gemv_block(acc, X, PERM, c0, c1, cs, cb, b0 + GPI, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM,
-                                 GPI, ASM)
+                                 GPI, ASM, REP)
     else:
         for b0 in range(b_start, b_end, GPI):
-            w0, w1, sh, bh = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS, KB, WB, GPI, W1)
-            acc = gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM, GPI, ASM)
+            w0, w1, sh, bh = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS, KB, WB, GPI, W1,
+                                        REP)
+            acc = gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM, GPI, ASM,
+                             REP)
     return tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
 
 
@@ -286,7 +353,7 @@ def gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, row_words, n_groups, b_start, b_end
 def dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, n_groups, b_start, b_end,
              GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
              HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr,
-             ASM: tl.constexpr):
+             ASM: tl.constexpr, REP: tl.constexpr):
     """The ``(BLOCK_M, BLOCK_N)`` fp32 tile over blocks ``b_start .. b_end`` on the tensor cores with the
     operands swapped, ``Y^T = W_hat X^T``: the dequantized weights are the register operand (``A``,
     ``BLOCK_N`` rows: a 64-row wgmma on Hopper) and only the activation tile goes through shared memory;
@@ -299,14 +366,14 @@ def dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words
     for b0 in range(b_start, b_end, GPI):
         blk = b0 + r // (2 * WB)
         ok = blk < b_end
-        w0, w1, s, b = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS, KB, WB, GPI, W1)
+        w0, w1, s, b = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS, KB, WB, GPI, W1, REP)
         s2 = half2(s)[:, :, None]
         b2 = half2(b)[:, :, None]
         if W1 > 0:
             w1 = spread_high(w1)
         for i in tl.static_range(HALF):
             a = pair_weights(pair_codes(w0, w1, i, W0, W1), s2, b2, ASM)  # (BLOCK_N, GPI, WB, 2)
-            kp = blk * KB + i * 2 * WB + r % (2 * WB)  # the input of column g 2 WB + 2 j + h of a's reshape
+            kp = input_block(blk, REP) * KB + i * 2 * WB + r % (2 * WB)  # input of a's column g 2 WB + 2 j + h
             if HAS_PERM:
                 kp = tl.load(PERM + kp, mask=ok, other=0)
             xt = tl.load(X + kp[:, None] + offs_m[None, :] * stride_xm, mask=ok[:, None] & m_mask[None, :],
@@ -319,15 +386,15 @@ def dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words
 def main_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, MAGIC, K, b_start, b_end,
               GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
               HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr,
-              ASM: tl.constexpr, PREFETCH: tl.constexpr):
+              ASM: tl.constexpr, PREFETCH: tl.constexpr, REP: tl.constexpr):
     """The ``(BLOCK_M, BLOCK_N)`` fp32 sum over blocks ``b_start .. b_end``: :func:`gemv_loop` for one
     activation row (``BLOCK_M == 1``), :func:`dot_loop` for batches."""
     if BLOCK_M == 1:
         acc = gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, row_words, K // GS, b_start, b_end, MAGIC, GS, KB, PER, W0,
-                        W1, HAS_PERM, BLOCK_N, GPI, PREFETCH, ASM)
+                        W1, HAS_PERM, BLOCK_N, GPI, PREFETCH, ASM, REP)
     else:
         acc = dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, K // GS, b_start, b_end,
-                       GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM)
+                       GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM, REP)
     return acc
 
 
@@ -336,15 +403,15 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
                    GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
                    HAS_PERM: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    GPI: tl.constexpr, SPLIT: tl.constexpr, SPLIT_BLOCKS, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr,
-                   PREFETCH: tl.constexpr, OUT_PROGS: tl.constexpr):
+                   PREFETCH: tl.constexpr, OUT_PROGS: tl.constexpr, REP: tl.constexpr):
     """``Y[m, n] = sum_k X[m, perm(k)] (s[n, g] q[n, k] + b[n, g])`` (``g = k // GS``, ``b = -z s``) for
     ``BLOCK_N`` rows over blocks ``pid_k SPLIT_BLOCKS ..`` of ``KB`` inputs (all of K without split),
     ``GPI`` blocks per iteration (see :mod:`lowbit.kernels.triton.common`; :func:`main_loop`); then the
     outliers and the store. Outliers (``HAS_OUT``) are walked by the ``SPLIT`` programs of a row tile
     around their main loops (``OUT_PROGS == 0``), or by ``OUT_PROGS`` programs of their own (``pid_k >=
     SPLIT``, no main loop), which add into ``y`` as split K does (:func:`outlier_programs`).
-    ``row_words = K / PER`` is an argument so that Triton sees its divisibility by 16 and vectorizes the
-    loads of words and activations."""
+    ``row_words`` (``K / PER`` padded to a multiple of 16, :func:`lowbit.kernels.triton.common.pack_codes`)
+    is an argument so that Triton sees its divisibility by 16 and vectorizes the loads of words."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -362,13 +429,13 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
                                stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL, BLOCK_M, OUT_CHUNK, OUT_PROGS)
         else:
             acc = main_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, MAGIC, K, b_start,
-                            b_end, GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM, PREFETCH)
+                            b_end, GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM, PREFETCH, REP)
     else:
         if HAS_OUT:  # the outlier walk's first loads, before the main loop
             o_first, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL,
                                                            OVAL, pid_k, BLOCK_N, OUT_CHUNK, SPLIT)
         acc = main_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, MAGIC, K, b_start, b_end,
-                        GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM, PREFETCH)
+                        GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM, PREFETCH, REP)
         if HAS_OUT:
             acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL,
                                OVAL, BLOCK_M, OUT_CHUNK, SPLIT)
@@ -391,31 +458,32 @@ def word_aligned(x: Tensor) -> Tensor:
 
 
 def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
-    m, (n, k) = x.shape[0], st.shape
+    m, (n, k) = x.shape[0], (st.shape[0], st.shape[1] * st.rep)  # K: the kernel's inputs, rep per input
     bm = block_m(m)
     if bm == 1:
         x = word_aligned(x)
     per = PER[st.bits]
     planes = PLANES[st.bits]
     n_blocks = k // st.block
-    gpi = blocks_per_iter(c, per, st.block, triton.cdiv(n_blocks, c.split_k), bm, paired=True)
+    gpi = blocks_per_iter(c, per, st.block, triton.cdiv(n_blocks, c.split_k), bm,
+                          shared=max_shared(x.device.index) if x.is_cuda else None)
     walkers = outlier_programs(st, c, bm)
     y = output(m, n, c.split_k + walkers, x)
     grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k + walkers)
     uniform_kernel[grid](
         x, y, st.planes[0], st.planes[-1], st.scales, st.offsets, st.perm if st.perm is not None else st.scales,
-        *outlier_args(st.outliers, y), m, n, k, x.stride(0), k // per, 0x4B000000,
+        *outlier_args(st.outliers, y), m, n, k, x.stride(0), st.planes[0].shape[1], 0x4B000000,
         GS=st.group_size, KB=st.block, PER=per, W0=planes[0], W1=planes[1] if len(planes) > 1 else 0,
         HAS_PERM=st.perm is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
         GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k),
         OUT_CHUNK=out_chunk(c.block_n, st.outliers), ASM=x.is_cuda, PREFETCH=loads_ahead(c, bm),
-        OUT_PROGS=walkers, num_warps=c.num_warps, num_stages=c.num_stages)
+        OUT_PROGS=walkers, REP=st.rep, num_warps=c.num_warps, num_stages=c.num_stages)
     return y.to(x.dtype)
 
 
 def tuning(st: UniformState, xa: Tensor) -> tuple[tuple, list[Config]]:
     """The tuning key of ``st`` for activations ``xa`` and the configurations tried."""
-    return (("uniform", *st.shape, st.bits, st.group_size, st.perm is not None, st.outliers is not None,
+    return ((st.kind, *st.shape, st.bits * st.rep, st.group_size, st.perm is not None, st.outliers is not None,
              block_m(xa.shape[0]), xa.dtype), candidates(xa.shape[0], tensor_core=True))
 
 
