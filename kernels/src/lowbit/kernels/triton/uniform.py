@@ -15,6 +15,8 @@ dequantized once at prepare). Layout built once by :func:`prepare`:
   ``x[perm[k]]`` (a gather on the small activation vector, no extra launch);
 - sparse outliers in the same pass (:func:`lowbit.kernels.triton.common.outliers_begin`,
   :func:`~lowbit.kernels.triton.common.outliers_end`).
+- binary codes (BCQ, GPTQT's format) as ``b`` one-bit planes with a scale each (:func:`prepare_binary`,
+  ``rep = b`` kernel blocks per block of inputs; since v13, before in a kernel of their own).
 
 Two paths (``benchmarks/kernel_sass.py`` counts their compiled loops, ``docs/results/kernels/sass_v5.json``):
 
@@ -81,8 +83,8 @@ class UniformState:
     """The kernel layout of one uniform weight (see the module docstring)."""
 
     planes: list[Tensor]  # (d_out, d_in / PER) int32 [, (d_out, d_in / 16) int16 high bits of 3-bit codes]
-    scales: Tensor  # (d_out, d_in / g) fp16
-    offsets: Tensor  # (d_out, d_in / g) fp16: b = -z s
+    scales: Tensor  # (d_out, d_in / g) fp16; binary: (d_out, b d_in / g), a scale per bit plane
+    offsets: Tensor  # (d_out, d_in / g) fp16: b = -z s; binary: (d_out, b d_in / g), c_0 on plane 0, else 0
     perm: Tensor | None  # (d_in,) int32 input column of each kernel column (act-order), or None
     outliers: Outliers | None
     bits: int
@@ -404,7 +406,8 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
                    HAS_PERM: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    GPI: tl.constexpr, SPLIT: tl.constexpr, SPLIT_BLOCKS, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr,
                    PREFETCH: tl.constexpr, OUT_PROGS: tl.constexpr, REP: tl.constexpr):
-    """``Y[m, n] = sum_k X[m, perm(k)] (s[n, g] q[n, k] + b[n, g])`` (``g = k // GS``, ``b = -z s``) for
+    """``Y[m, n] = sum_k X[m, perm(k)] (s[n, g] q[n, k] + b[n, g])`` (``g = k // GS``, ``b = -z s``; with
+    ``REP`` bit planes, kernel column ``k`` reads input ``k // (REP KB) KB + k % KB``) for
     ``BLOCK_N`` rows over blocks ``pid_k SPLIT_BLOCKS ..`` of ``KB`` inputs (all of K without split),
     ``GPI`` blocks per iteration (see :mod:`lowbit.kernels.triton.common`; :func:`main_loop`); then the
     outliers and the store. Outliers (``HAS_OUT``) are walked by the ``SPLIT`` programs of a row tile
