@@ -364,7 +364,10 @@ def dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words
     WB: tl.constexpr = KB // PER
     HALF: tl.constexpr = PER // 2
     r = tl.arange(0, GPI * 2 * WB)  # the tile's inputs: 2 WB contiguous ones per block (paired layout)
-    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)  # Y^T
+    # Y^T, zero, but not a constant Triton can see: from a constant zero it drops the first dot's accumulator
+    # input, and LLVM then sets the zeros only on the path that skips the loop, after which ptxas serialized
+    # every wgmma of 1- to 3-bit kernels (C7515, "non wgmma instructions defining accumulator registers")
+    acc = tl.full((BLOCK_N, BLOCK_M), b_start.to(tl.float32) * 0.0, tl.float32)
     for b0 in range(b_start, b_end, GPI):
         blk = b0 + r // (2 * WB)
         ok = blk < b_end
