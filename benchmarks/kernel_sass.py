@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -44,8 +45,9 @@ KERNELS = ("common", "uniform", "additive", "table", "column_tables")  # column_
 def kernel_modules(ref: str | None) -> dict[str, ModuleType]:
     """The kernel modules (:data:`KERNELS`) of this checkout, or of commit ``ref`` (copied into a temporary
     package)."""
-    if ref is None:
-        return {name: importlib.import_module(f"lowbit.kernels.triton.{name}") for name in KERNELS}
+    if ref is None:  # (table: the binary-code kernel until session 23)
+        return {name: importlib.import_module(f"lowbit.kernels.triton.{name}") for name in KERNELS
+                if importlib.util.find_spec(f"lowbit.kernels.triton.{name}") is not None}
     root = tempfile.mkdtemp(prefix="lowbit_ref_")
     pkg = os.path.join(root, "lowbit_ref_kernels")
     os.makedirs(pkg)
@@ -132,7 +134,7 @@ def atomic_rows(mods: dict[str, ModuleType]) -> list[tuple[str, str, list[str]]]
     cases = []
     for bm, bn, nw in ((1, 8, 8), (1, 32, 4), (16, 128, 4)):
         const = dict(GS=128, KB=128, PER=8, W0=4, W1=0, HAS_PERM=False, HAS_OUT=False, BLOCK_M=bm, BLOCK_N=bn,
-                     GPI=4 if bm == 1 else 2, SPLIT=2, OUT_CHUNK=32, ASM=True, PREFETCH=bm == 1, OUT_PROGS=0)
+                     GPI=4 if bm == 1 else 2, SPLIT=2, OUT_CHUNK=32, ASM=True, PREFETCH=bm == 1, OUT_PROGS=0, REP=1)
         cases.append(("uniform 4-bit", f"batch {bm}, {bn} rows, split 2", u.uniform_kernel, const, nw, 2))
     if ct is not None and "PARTS" in ct.column_table_kernel.arg_names:
         for bm, kr, nw, widths in ((1, 256, 8, (4, 0, 0)), (1, 128, 4, (2, 3, 4)), (16, 64, 4, (4, 0, 0))):
@@ -166,7 +168,7 @@ def main() -> None:
         for kind, case, ops in atomic_rows(mods):
             print(f"| {kind} | {case} | {', '.join(f'{k} x{v}' for k, v in Counter(ops).items())} |")
         return
-    uniform, additive, table = mods["uniform"], mods["additive"], mods["table"]
+    uniform, additive, table = mods["uniform"], mods["additive"], mods.get("table")
     rows = []
     # a uniform GEMV that prefetches into two buffers (v5 on) has its loop unrolled by two: two iterations' codes
     unrolled = "2 * GPI" in getattr(uniform.gemv_loop, "src", "")
@@ -178,7 +180,7 @@ def main() -> None:
                                   (64, 32, 2, 3)]:
             gpi = words * per // 128
             const = dict(GS=128, KB=128, PER=per, W0=bits, W1=0, HAS_PERM=False, HAS_OUT=False, BLOCK_M=1,
-                         BLOCK_N=bn, GPI=gpi, SPLIT=1, OUT_CHUNK=32, ASM=True, PREFETCH=ns > 1, OUT_PROGS=0)
+                         BLOCK_N=bn, GPI=gpi, SPLIT=1, OUT_CHUNK=32, ASM=True, PREFETCH=ns > 1, OUT_PROGS=0, REP=1)
             codes = bn * gpi * 128 / (32 * nw) * (2 if unrolled and ns > 1 else 1)
             rows.append(("uniform", f"{bits}-bit g128", (bn, words, nw, ns), codes,
                          longest_loop(compile_sass(uniform.uniform_kernel, const, nw, ns))))
@@ -187,7 +189,7 @@ def main() -> None:
             for bn, words, nw, ns in [(64, 32, 4, 3), (128, 32, 8, 3), (64, 64, 4, 3), (32, 32, 4, 3)]:
                 gpi = words * per // 128
                 const = dict(GS=128, KB=128, PER=per, W0=bits, W1=0, HAS_PERM=False, HAS_OUT=False, BLOCK_M=16,
-                             BLOCK_N=bn, GPI=gpi, SPLIT=1, OUT_CHUNK=32, ASM=True, PREFETCH=ns > 1, OUT_PROGS=0)
+                             BLOCK_N=bn, GPI=gpi, SPLIT=1, OUT_CHUNK=32, ASM=True, PREFETCH=ns > 1, OUT_PROGS=0, REP=1)
                 loop = longest_loop(compile_sass(uniform.uniform_kernel, const, nw, ns))
                 rows.append(("uniform tensor cores", f"{bits}-bit g128", (bn, words, nw, ns),
                              bn * gpi * 128 / (32 * nw), loop))
@@ -209,7 +211,7 @@ def main() -> None:
     # per-column tables of one width (4 and 2 bits): in the table kernel until session 18 (KB = 128, at
     # the H100's chosen GEMV configurations; v6's kernel takes the word rows per iteration (R), earlier
     # ones the blocks (G)), since then the column-table kernel (codes along the rows, PRMT lookups)
-    if hasattr(table, "table_kernel"):
+    if table is not None and hasattr(table, "table_kernel"):
         for bits, per in ((4, 8), (2, 16)):
             for bn, words, nw, ns in [(4, 256, 2, 2), (16, 64, 4, 3), (8, 128, 4, 2), (4, 128, 2, 3)]:
                 const = dict(B0=bits, B1=0, B2=0, B3=0, R0=words, R1=1, R2=1, R3=1, G0=words * per // 128, G1=1,
