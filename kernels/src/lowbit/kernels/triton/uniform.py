@@ -108,22 +108,28 @@ def group_perm(qw: QuantizedWeight) -> Tensor | None:
     return perm
 
 
+def kernel_columns(qw: QuantizedWeight, device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """``qw``'s codes on ``device`` in the kernel's column order (act-order groups made contiguous,
+    :func:`group_perm`), and that order as int32 input columns (the kernel reads ``x[perm[k]]``), or None."""
+    codes = qw.codes.to(device)
+    perm = group_perm(qw)
+    if perm is None:
+        return codes, None
+    perm = perm.to(device)
+    return codes[:, perm], perm.to(torch.int32)
+
+
 def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> UniformState:
     """Re-layout a uniform ``qw`` for the kernel (once), on ``device`` (default: where ``qw`` is)."""
     dev = torch.device(device) if device is not None else qw.codes.device
     d_out, d_in = qw.shape
     gs = qw.group_size or d_in
     scales, zeros = qw.group_params()  # (d_out, d_in / g)
-    codes = qw.codes.to(dev)
-    perm = group_perm(qw)
-    if perm is not None:
-        perm = perm.to(dev)
-        codes = codes[:, perm]
+    codes, perm = kernel_columns(qw, dev)
     bits, kb = int(qw.bits), block_size(d_in, gs)
     scales, zeros = scales.to(dev), zeros.to(dev)
-    return UniformState(pack_codes(codes, bits, kb), scales.half().contiguous(),
-                        (-zeros * scales).half().contiguous(), None if perm is None else perm.to(torch.int32),
-                        grid_outliers(qw, dev), bits, gs, kb, (d_out, d_in))
+    return UniformState(pack_codes(codes, bits, kb), scales.half().contiguous(), (-zeros * scales).half().contiguous(),
+                        perm, grid_outliers(qw, dev), bits, gs, kb, (d_out, d_in))
 
 
 def binary_steps(alphas: Tensor, offsets: Tensor) -> Tensor:
@@ -150,18 +156,14 @@ def prepare_binary(qw: QuantizedWeight, device: torch.device | str | None = None
     gs = qw.group_size or d_in
     b = int(qw.bits)
     steps = binary_steps(qw.alphas.to(dev).float(), qw.offsets.to(dev).float())  # (d_out, d_in / g, b + 1)
-    codes = qw.codes.to(dev).long()
-    perm = group_perm(qw)
-    if perm is not None:
-        perm = perm.to(dev)
-        codes = codes[:, perm]
+    codes, perm = kernel_columns(qw, dev)
     kb = block_size(d_in, gs)
-    bits = (codes[:, None, :] >> torch.arange(b, device=dev)[None, :, None]) & 1  # (d_out, b, d_in)
+    bits = (codes.long()[:, None, :] >> torch.arange(b, device=dev)[None, :, None]) & 1  # (d_out, b, d_in)
     planes = bits.reshape(d_out, b, d_in // kb, kb).transpose(1, 2).reshape(d_out, b * d_in)
     offsets = torch.cat([steps[..., :1], steps.new_zeros(d_out, d_in // gs, b - 1)], -1)
     return UniformState(pack_codes(planes, 1, kb), steps[..., 1:].reshape(d_out, -1).half().contiguous(),
-                        offsets.reshape(d_out, -1).half().contiguous(), None if perm is None else perm.to(torch.int32),
-                        grid_outliers(qw, dev), 1, gs, kb, (d_out, d_in), b, "binary")
+                        offsets.reshape(d_out, -1).half().contiguous(), perm, grid_outliers(qw, dev), 1, gs, kb,
+                        (d_out, d_in), b, "binary")
 
 
 @triton.jit
