@@ -136,6 +136,37 @@ def test_outlier_walk_several_chunks() -> None:
         check(qw, uniform.run(state, x, config), x)
 
 
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 200), st.integers(0, 600), st.integers(1, 300), st.integers(0, 2**20))
+def test_outliers_by_column(n_rows: int, nnz: int, n_cols: int, seed: int) -> None:
+    """``Outliers.by_col`` holds the entries as given, in column order inside tiles of ``COL_TILE`` rows, and
+    the row pointers at multiples of ``COL_TILE`` bound each tile's entries in both orders."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(n_rows * n_cols, generator=g)[:nnz]
+    rows, cols, delta = idx // n_cols, idx % n_cols, torch.randn(idx.numel(), generator=g)
+    o = common.outliers_csr(rows, cols, delta, n_rows, by_col=True)
+    r, c, d = (o.by_col[0].long() & 0xFFFF, o.by_col[1].long() & 0xFFFF, o.by_col[2])
+    assert sorted(zip(r.tolist(), c.tolist(), d.tolist(), strict=True)) == sorted(
+        zip(rows.tolist(), cols.tolist(), delta.half().tolist(), strict=True))
+    for t0 in range(0, n_rows, common.COL_TILE):
+        a, b = int(o.indptr[t0]), int(o.indptr[min(t0 + common.COL_TILE, n_rows)])
+        for order in (r, o.rows.long() & 0xFFFF):
+            assert bool(((order[a:b] >= t0) & (order[a:b] < t0 + common.COL_TILE)).all())
+        assert bool((c[a + 1:b] >= c[a:b - 1]).all())
+    assert common.outlier_args(o, delta, 64)[1] is o.by_col[0] and common.outlier_args(o, delta, 32)[1] is o.rows
+
+
+def test_outliers_by_column_walks() -> None:
+    """Tiles of 64 and 128 rows walk the column-ordered entries (three tiles of ``COL_TILE`` rows, several
+    chunks each): batches in outlier programs, split K, and a GEMV."""
+    qw = random_uniform(160, 256, 4, 64, seed=6, device=DEVICE, n_outliers=3000)
+    state = uniform.prepare(qw)
+    assert state.outliers.by_col is not None and uniform.outlier_programs(state, Config(64, 16), 16) > 1
+    for m, config in [(3, Config(64, 16, 4, 2, 1)), (5, Config(128, 16, 4, 2, 2)), (1, Config(64, 16, 2, 2, 2))]:
+        x = xs(m, 256, m)
+        check(qw, uniform.run(state, x, config), x)
+
+
 def test_uniform_second_order() -> None:
     """SpQR: group scales themselves quantized (dequantized once at prepare)."""
     qw = random_uniform(32, 128, 3, 32, seed=1, device=DEVICE, n_outliers=5)

@@ -14,7 +14,8 @@ dequantized once at prepare). Layout built once by :func:`prepare`:
   (each group must hold exactly ``group_size`` columns, as GPTQ produces), and the kernel reads
   ``x[perm[k]]`` (a gather on the small activation vector, no extra launch);
 - sparse outliers in the same pass (:func:`lowbit.kernels.triton.common.outliers_begin`,
-  :func:`~lowbit.kernels.triton.common.outliers_end`).
+  :func:`~lowbit.kernels.triton.common.outliers_end`), with a copy of the entries in column order inside
+  tiles of 64 rows for programs of 64 or 128 rows (``Outliers.by_col``, since v14).
 - binary codes (BCQ, GPTQT's format) as ``b`` one-bit planes with a scale each (:func:`prepare_binary`,
   ``rep = b`` kernel blocks per block of inputs; since v13, before in a kernel of their own).
 
@@ -129,7 +130,7 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Un
     bits, kb = int(qw.bits), block_size(d_in, gs)
     scales, zeros = scales.to(dev), zeros.to(dev)
     return UniformState(pack_codes(codes, bits, kb), scales.half().contiguous(), (-zeros * scales).half().contiguous(),
-                        perm, grid_outliers(qw, dev), bits, gs, kb, (d_out, d_in))
+                        perm, grid_outliers(qw, dev, by_col=True), bits, gs, kb, (d_out, d_in))
 
 
 def binary_steps(alphas: Tensor, offsets: Tensor) -> Tensor:
@@ -162,8 +163,8 @@ def prepare_binary(qw: QuantizedWeight, device: torch.device | str | None = None
     planes = bits.reshape(d_out, b, d_in // kb, kb).transpose(1, 2).reshape(d_out, b * d_in)
     offsets = torch.cat([steps[..., :1], steps.new_zeros(d_out, d_in // gs, b - 1)], -1)
     return UniformState(pack_codes(planes, 1, kb), steps[..., 1:].reshape(d_out, -1).half().contiguous(),
-                        offsets.reshape(d_out, -1).half().contiguous(), perm, grid_outliers(qw, dev), 1, gs, kb,
-                        (d_out, d_in), b, "binary")
+                        offsets.reshape(d_out, -1).half().contiguous(), perm, grid_outliers(qw, dev, by_col=True), 1,
+                        gs, kb, (d_out, d_in), b, "binary")
 
 
 @triton.jit
@@ -480,7 +481,7 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k + walkers)
     uniform_kernel[grid](
         x, y, st.planes[0], st.planes[-1], st.scales, st.offsets, st.perm if st.perm is not None else st.scales,
-        *outlier_args(st.outliers, y), m, n, k, x.stride(0), st.planes[0].shape[1], 0x4B000000,
+        *outlier_args(st.outliers, y, c.block_n), m, n, k, x.stride(0), st.planes[0].shape[1], 0x4B000000,
         GS=st.group_size, KB=st.block, PER=per, W0=planes[0], W1=planes[1] if len(planes) > 1 else 0,
         HAS_PERM=st.perm is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
         GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k),
