@@ -1,0 +1,72 @@
+# ruff: noqa
+# The AQLM batch loop compiled offline for sm_90 (session 24): instructions an iteration of additive_kernel at batch
+# 16 (BLOCK_M 16, 2x8 codebooks, 1 stage as batches run, split 8), as shipped and in two variants made by textual
+# edits of this checkout's kernels copied into a temporary package (each edit asserted to apply once):
+#   swapped: Y^T = W_hat X^T, the dequantized weights as the register operand (wgmma at 64 rows), as the uniform
+#            batches do;
+#   swapped + words: also the codebooks gathered as 32-bit words, the two added in f16x2, split by one mov (as the
+#            uniform batch loop makes its pairs).
+# Needs Triton 3.6's ptxas/nvdisasm (the GPU machine's version; its wheel unpacked first on PYTHONPATH).
+#   python3 docs/results/kernels/v14/aqlm_sass.py > OUT.txt   (repository root, packages on PYTHONPATH)
+import importlib, os, sys, tempfile
+sys.path.insert(0, "benchmarks")
+import kernel_sass as ks
+
+SRC = "kernels/src/lowbit/kernels/triton"
+SWAP = [("common", """        w2 = tl.reshape(w, (BLOCK_N, C)).to(x.dtype)
+        acc = tl.dot(tl.reshape(x, (BLOCK_M, C)), tl.trans(w2), acc)""",
+         """        w2 = tl.reshape(w, (BLOCK_N, C)).to(x.dtype)
+        acc = tl.dot(w2, tl.trans(tl.reshape(x, (BLOCK_M, C))), acc)"""),
+        ("common", """        acc = tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
+    return acc""", """        acc = tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
+    else:
+        acc = tl.trans(acc)
+    return acc"""),
+        ("common", """        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    return acc""", """        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    return acc""")]
+WORDS = [("additive", """            w = tl.load(CB + (c & ((1 << B) - 1))[:, :, None] * 8 + e[None, None, :])
+            for i in tl.static_range(1, NCB):
+                code = (c >> (i * B)) & ((1 << B) - 1)
+                w += tl.load(CB + (i << B) * 8 + code[:, :, None] * 8 + e[None, None, :])""",
+          """            e4 = tl.arange(0, 4)
+            CBW = CB.to(tl.pointer_type(tl.int32))
+            v = tl.load(CBW + (c & ((1 << B) - 1))[:, :, None] * 4 + e4[None, None, :])
+            for i in tl.static_range(1, NCB):
+                code = (c >> (i * B)) & ((1 << B) - 1)
+                v2 = tl.load(CBW + (i << B) * 4 + code[:, :, None] * 4 + e4[None, None, :])
+                v = tl.inline_asm_elementwise("add.f16x2 $0, $1, $2;", "=r,r,r", [v, v2], dtype=tl.int32,
+                                              is_pure=True, pack=1)
+            lo, hi = tl.inline_asm_elementwise("mov.b32 {$0, $1}, $2;", "=h,=h,r", [v],
+                                               dtype=(tl.float16, tl.float16), is_pure=True, pack=1)
+            w = tl.join(lo, hi)""")]
+VARIANTS = {"shipped": [], "swapped": SWAP, "swapped + words": SWAP + WORDS}
+
+
+def variant(name, edits):
+    root = tempfile.mkdtemp(prefix="aqlm_sass_")
+    pkg = "aqlm_sass_" + "".join(ch for ch in name if ch.isalnum())
+    os.makedirs(os.path.join(root, pkg))
+    for mod in ("__init__", "common", "additive", "timing", "random_weights"):
+        text = open(f"{SRC}/{mod}.py").read()
+        for where, old, new in edits:
+            if where == mod:
+                assert text.count(old) == 1, (name, old[:60])
+                text = text.replace(old, new)
+        open(os.path.join(root, pkg, f"{mod}.py"), "w").write(text)
+    sys.path.insert(0, root)
+    return importlib.import_module(f"{pkg}.additive")
+
+
+for name, edits in VARIANTS.items():
+    mod = variant(name, edits)
+    for bn, bj, nw in [(64, 16, 4), (32, 32, 4)]:
+        const = dict(NCB=2, B=8, USE_LUT=False, HAS_OUT=False, BLOCK_M=16, BLOCK_N=bn, BLOCK_J=bj, SPLIT=8,
+                     OUT_CHUNK=32, PREFETCH=False, ASM=True, PDL=False, stride_cn=1)
+        ck = ks.compile_kernel(mod.additive_kernel, const, nw, 1)
+        converts = sum("ttg.convert_layout" in l for l in ck.asm["ttgir"].splitlines())
+        loop = ks.longest_loop(ks.compile_sass(mod.additive_kernel, const, nw, 1))
+        counts = ks.opcode_counts(loop)
+        keep = {k: counts[k] for k in ("BAR", "STS", "LDS", "LDSM", "LDG", "HMMA", "HGMMA", "HADD2") if counts[k]}
+        print(f"{name:16s} ({bn} rows, {bj * 2} words, {nw} warps): {len(loop)} instructions an iteration, "
+              f"{converts} convert_layout in the kernel, {keep}", flush=True)
