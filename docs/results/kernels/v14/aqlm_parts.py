@@ -2,7 +2,8 @@
 # What bounds AQLM batches (session 24): the additive kernel at batch 16, at each layer's per-GPU configuration,
 # as shipped and with its codebook gathers replaced by values computed from the codes (the codes still loaded),
 # timed as benchmarks/gpu_kernels.py times layers (rotated weight copies, one CUDA graph). The variant is a textual
-# edit of this checkout's kernels/src/lowbit/kernels/triton/additive.py copied into a temporary package.
+# edit of this checkout's kernels/src/lowbit/kernels/triton/additive.py copied into a temporary package (the edits
+# apply to 66c6b73's kernels: KERNELS_SRC=a copy of that tree's kernels/src/lowbit/kernels/triton).
 #   python3 docs/results/kernels/v14/aqlm_parts.py OUT.json   (repository root, packages on PYTHONPATH)
 import dataclasses, importlib, json, os, sys, tempfile, torch
 sys.path.insert(0, "benchmarks")
@@ -10,7 +11,7 @@ from gpu_kernels import Timer, map_tensors, n_copies, state_bytes
 from lowbit.kernels.triton import additive as live, common as live_common
 from lowbit.kernels.triton.random_weights import random_additive
 
-SRC = "kernels/src/lowbit/kernels/triton"
+SRC = os.environ.get("KERNELS_SRC", "kernels/src/lowbit/kernels/triton")  # the kernels edited
 EDITS = [("w = tl.load(CB + (c & ((1 << B) - 1))[:, :, None] * 8 + e[None, None, :])",
           "w = (((c & ((1 << B) - 1))[:, :, None] * 8 + e[None, None, :]) & 1023).to(tl.float16) * 0.001"),
          ("w += tl.load(CB + (i << B) * 8 + code[:, :, None] * 8 + e[None, None, :])",

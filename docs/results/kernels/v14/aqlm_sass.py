@@ -6,13 +6,14 @@
 #            batches do;
 #   swapped + words: also the codebooks gathered as 32-bit words, the two added in f16x2, split by one mov (as the
 #            uniform batch loop makes its pairs).
-# Needs Triton 3.6's ptxas/nvdisasm (the GPU machine's version; its wheel unpacked first on PYTHONPATH).
+# The edits apply to the kernels of 66c6b73 (before codeword_pairs, which ships the last variant; KERNELS_SRC=a
+# copy of that tree's kernels/src/lowbit/kernels/triton, e.g. from git archive). Needs Triton 3.6's ptxas/nvdisasm (the GPU machine's version; its wheel unpacked first on PYTHONPATH).
 #   python3 docs/results/kernels/v14/aqlm_sass.py > OUT.txt   (repository root, packages on PYTHONPATH)
 import importlib, os, sys, tempfile
 sys.path.insert(0, "benchmarks")
 import kernel_sass as ks
 
-SRC = "kernels/src/lowbit/kernels/triton"
+SRC = os.environ.get("KERNELS_SRC", "kernels/src/lowbit/kernels/triton")  # the kernels edited
 SWAP = [("common", """        w2 = tl.reshape(w, (BLOCK_N, C)).to(x.dtype)
         acc = tl.dot(tl.reshape(x, (BLOCK_M, C)), tl.trans(w2), acc)""",
          """        w2 = tl.reshape(w, (BLOCK_N, C)).to(x.dtype)
@@ -40,7 +41,37 @@ WORDS = [("additive", """            w = tl.load(CB + (c & ((1 << B) - 1))[:, :,
             lo, hi = tl.inline_asm_elementwise("mov.b32 {$0, $1}, $2;", "=h,=h,r", [v],
                                                dtype=(tl.float16, tl.float16), is_pure=True, pack=1)
             w = tl.join(lo, hi)""")]
-VARIANTS = {"shipped": [], "swapped": SWAP, "swapped + words": SWAP + WORDS}
+# the codes loaded once more for the gathers, as a (BLOCK_N, BLOCK_J, 4) tile (each code repeated along the words),
+# so that the gathers' addresses come from a load whose pointers depend on indices alone
+CODES3 = [("additive", """            v = tl.load(CBW + (c & ((1 << B) - 1))[:, :, None] * 4 + e4[None, None, :])""",
+           """            c3 = tl.load(C + offs_n[:, None, None] * stride_cn + jj[None, :, None] * stride_cj + 0 * e4[None, None, :],
+                         mask=(offs_n < N)[:, None, None] & ok[None, :, None], other=0).to(tl.int32) & 0xFFFF
+            c = c3
+            v = tl.load(CBW + (c & ((1 << B) - 1)) * 4 + e4[None, None, :])"""),
+          ("additive", """                v2 = tl.load(CBW + (i << B) * 4 + code[:, :, None] * 4 + e4[None, None, :])""",
+           """                v2 = tl.load(CBW + (i << B) * 4 + code * 4 + e4[None, None, :])""")]
+# the codes and codebook words loaded by inline PTX (ld.global.nc), which Triton's coalescing does not give a layout of
+# its own: the loads take the layout the dot operand propagates back (rows and groups clamped, not masked: the
+# activations of groups past the end are zero, and the store masks rows past N)
+ASMLOAD = [("additive", """            v = tl.load(CBW + (c & ((1 << B) - 1))[:, :, None] * 4 + e4[None, None, :])""",
+            """            p3 = C + tl.minimum(offs_n, N - 1)[:, None, None] * stride_cn + tl.minimum(jj, j_end - 1)[None, :, None] * stride_cj + 0 * e4[None, None, :]
+            c = tl.inline_asm_elementwise("ld.global.nc.u16 $0, [$1];", "=h,l", [p3], dtype=tl.int16, is_pure=True,
+                                          pack=1).to(tl.int32) & 0xFFFF
+            v = tl.inline_asm_elementwise("ld.global.nc.b32 $0, [$1];", "=r,l",
+                                          [CBW + (c & ((1 << B) - 1)) * 4 + e4[None, None, :]], dtype=tl.int32,
+                                          is_pure=True, pack=1)"""),
+           ("additive", """                v2 = tl.load(CBW + (i << B) * 4 + code[:, :, None] * 4 + e4[None, None, :])""",
+            """                v2 = tl.inline_asm_elementwise("ld.global.nc.b32 $0, [$1];", "=r,l",
+                                               [CBW + (i << B) * 4 + code * 4 + e4[None, None, :]], dtype=tl.int32,
+                                               is_pure=True, pack=1)""")]
+# the codes by the kernel's own tile load (one conversion of the small code tile), the words by inline PTX
+ASMWORDS = [("additive", ASMLOAD[0][1], """            v = tl.inline_asm_elementwise("ld.global.nc.b32 $0, [$1];", "=r,l",
+                                          [CBW + (c & ((1 << B) - 1))[:, :, None] * 4 + e4[None, None, :]],
+                                          dtype=tl.int32, is_pure=True, pack=1)"""),
+            ("additive", ASMLOAD[1][1], ASMLOAD[1][2].replace("code * 4", "code[:, :, None] * 4"))]
+VARIANTS = {"shipped": [], "swapped": SWAP, "swapped + words": SWAP + WORDS,
+            "swapped + words + 3-D codes": SWAP + WORDS + CODES3, "swapped + words by PTX loads": SWAP + WORDS + ASMLOAD,
+            "swapped + words by PTX, codes by tile": SWAP + WORDS + ASMWORDS}
 
 
 def variant(name, edits):
@@ -68,5 +99,5 @@ for name, edits in VARIANTS.items():
         loop = ks.longest_loop(ks.compile_sass(mod.additive_kernel, const, nw, 1))
         counts = ks.opcode_counts(loop)
         keep = {k: counts[k] for k in ("BAR", "STS", "LDS", "LDSM", "LDG", "HMMA", "HGMMA", "HADD2") if counts[k]}
-        print(f"{name:16s} ({bn} rows, {bj * 2} words, {nw} warps): {len(loop)} instructions an iteration, "
+        print(f"{name:38s} ({bn} rows, {bj * 2} words, {nw} warps): {len(loop)} instructions an iteration, "
               f"{converts} convert_layout in the kernel, {keep}", flush=True)

@@ -12,7 +12,7 @@ from gpu_kernels import Timer, map_tensors, n_copies, state_bytes
 from lowbit.kernels.triton import common as live_common, uniform as live_uniform
 from lowbit.kernels.triton.random_weights import random_uniform
 
-SRC = "kernels/src/lowbit/kernels/triton"
+SRC = os.environ.get("KERNELS_SRC", "kernels/src/lowbit/kernels/triton")  # the kernels edited
 GATHER = "xv = tl.load(X + offs_m[:, None] * stride_xm + col[None, :], mask=m_mask[:, None] & ok[None, :], other=0.0)"
 STORE = "    store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT + OUT_PROGS)"
 EDITS = {

@@ -28,19 +28,20 @@ Measured and not kept (docs/results.md, v10): computing each iteration's table i
 gathering it from shared memory (``tl.gather``), 2.7-4.3x slower; fp16 entries with a scale per group, up to
 1.13x slower.
 
-**Codeword gathers** (batches; GEMVs of 1x16, whose table would be 65536 entries a group, and of smaller
-layers; and whatever the tuner chooses): each code's
-8-vector (one 16-byte load) is gathered into a ``(BLOCK_N, BLOCK_J, 8)`` tile in natural input order,
-summing the M codebooks' vectors in fp16 (codewords of row-scaled weights are small). Batches reshape
-the tile (no permute) to ``(BLOCK_N, 8 BLOCK_J)`` fp16 for ``tl.dot`` (fp32 products and accumulation); the
-GEMV multiplies the tile by the ``(BLOCK_J, 8)`` activations in fp32 and sums each group into an
-fp32 ``(BLOCK_N, BLOCK_J)`` accumulator, reduced once after the loop (products and group sums in fp16
-overflowed to inf for activations of a few hundred against codewords of 30, where the result is far
-inside fp16). For 2x8 the two codebooks are 8 KiB and stay in L1 (the AQLM CUDA kernel copies them to
-shared memory; Triton's ``tl.gather`` stores its source to shared memory at every call and reads one
-element a load: batch tiles compiled to 14.0-15.3 sm_90 instructions a weight that way, against
-4.3-5.3, offline, v10); for 1x16 the 1 MiB codebook is read
-through L2 as in the AQLM 1x16 kernel. Sparse outliers are added in the same pass after the scaling.
+**Codeword gathers** (batches; GEMVs of 1x16, whose table would be 65536 entries a group, and of smaller layers; and
+whatever the tuner chooses), summing the M codebooks' vectors in fp16 (codewords of row-scaled weights are small),
+in natural input order. Batches gather each codeword as four 32-bit words into a ``(BLOCK_N, BLOCK_J, 4, 2)`` tile
+(:func:`codeword_pairs`), reshaped (no permute) to ``(BLOCK_N, 8 BLOCK_J)`` fp16, the register operand of ``tl.dot``
+against the activations (``Y^T = W_hat X^T``, fp32 products and accumulation; since v14: before, the activations
+were that operand and the weights' tile was converted through shared memory, and 2x8 batches took 1.2-1.5x as long
+on the H100). The GEMV gathers each code's 8-vector (one 16-byte load) into a ``(BLOCK_N, BLOCK_J, 8)`` tile,
+multiplies it by the ``(BLOCK_J, 8)`` activations in fp32 and sums each group into an fp32 ``(BLOCK_N, BLOCK_J)``
+accumulator, reduced once after the loop (products and group sums in fp16 overflowed to inf for activations of a few
+hundred against codewords of 30, where the result is far inside fp16). For 2x8 the two codebooks are 8 KiB and stay
+in L1 (the AQLM CUDA kernel copies them to shared memory; Triton's ``tl.gather`` stores its source to shared memory
+at every call and reads one element a load: batch tiles compiled to 14.0-15.3 sm_90 instructions a weight that way,
+against 4.3-5.3, offline, v10); for 1x16 the 1 MiB codebook is read through L2 as in the AQLM 1x16 kernel. Sparse
+outliers are added in the same pass after the scaling.
 """
 
 from __future__ import annotations
@@ -177,17 +178,55 @@ def dots_kernel(X, CB, LUT, Y, n_groups, N, NE: tl.constexpr, NE_P: tl.constexpr
 
 @triton.jit
 def gather(ptr, ASM: tl.constexpr):
-    """``*ptr`` (fp32), in ``ptr``'s layout. ``ASM``: an inline ``ld.global.nc`` (read-only data: the table,
-    which the dependent launch's table kernel may still be writing while this kernel runs, is read only
-    after ``gdc_wait``, when its writes are complete and visible); Triton gives a
-    ``tl.load`` of addresses without contiguity a layout of its own and converts the address tile to it
-    through shared memory (two 64-bit tiles an iteration in the table GEMV, Triton 3.9 offline)."""
+    """``*ptr`` (a 32-bit type: fp32 table entries, int32 codebook words), in ``ptr``'s layout. ``ASM``: an
+    inline ``ld.global.nc`` (read-only data: the table, which the dependent launch's table kernel may still
+    be writing while this kernel runs, is read only after ``gdc_wait``, when its writes are complete and
+    visible). Triton gives a ``tl.load`` a layout of its own, vectorized along contiguous addresses, and
+    converts the loaded tile (or the address tile, where nothing is contiguous) to the layout its user
+    needs through shared memory (two 64-bit tiles an iteration in the table GEMV, Triton 3.9 offline; the
+    batches' codeword tiles, :func:`codeword_pairs`); an inline load takes its user's layout."""
     if ASM:
-        v = tl.inline_asm_elementwise("ld.global.nc.f32 $0, [$1];", "=r,l", [ptr], dtype=tl.float32, is_pure=True,
-                                      pack=1)
+        v = tl.inline_asm_elementwise("ld.global.nc.b32 $0, [$1];", "=r,l", [ptr], dtype=ptr.dtype.element_ty,
+                                      is_pure=True, pack=1)
     else:
         v = tl.load(ptr)
     return v
+
+
+@triton.jit
+def halves(v):
+    """The two fp16 of 32-bit words ``v``: bits 0-15 and 16-31."""
+    return ((v & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True),
+            ((v >> 16) & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True))
+
+
+@triton.jit
+def codeword_pairs(CB, c, NCB: tl.constexpr, B: tl.constexpr, ASM: tl.constexpr):
+    """``sum_m C_m[code_m]`` for the ``(BLOCK_N, BLOCK_J)`` code words ``c`` as a ``(BLOCK_N, BLOCK_J, 4, 2)``
+    fp16 tile (element ``[n, j, i, h]`` is input ``8 j + 2 i + h`` of the group: natural order). Each codeword
+    is read as four 32-bit words by :func:`gather`, the codebooks added in f16x2 (one ``add.f16x2`` a word on
+    the GPU; the same fp16 sums elementwise in Triton's interpreter), each word split into its two fp16 (one
+    ``mov``). On the GPU the inline loads take the ``tl.dot`` operand's layout, 4 bytes of a codeword a thread,
+    where vectorized loads of whole codewords were converted to it through shared memory every iteration
+    (36-38 barriers an iteration, offline; docs/results.md, v14)."""
+    e4 = tl.arange(0, 4)[None, None, :]
+    words = CB.to(tl.pointer_type(tl.int32))
+    mask: tl.constexpr = (1 << B) - 1
+    v = gather(words + (c & mask)[:, :, None] * 4 + e4, ASM)
+    if ASM:
+        for i in tl.static_range(1, NCB):
+            v2 = gather(words + (i << B) * 4 + ((c >> (i * B)) & mask)[:, :, None] * 4 + e4, ASM)
+            v = tl.inline_asm_elementwise("add.f16x2 $0, $1, $2;", "=r,r,r", [v, v2], dtype=tl.int32,
+                                          is_pure=True, pack=1)
+        lo, hi = tl.inline_asm_elementwise("mov.b32 {$0, $1}, $2;", "=h,=h,r", [v],
+                                           dtype=(tl.float16, tl.float16), is_pure=True, pack=1)
+    else:
+        lo, hi = halves(v)
+        for i in tl.static_range(1, NCB):
+            lo2, hi2 = halves(gather(words + (i << B) * 4 + ((c >> (i * B)) & mask)[:, :, None] * 4 + e4, ASM))
+            lo += lo2
+            hi += hi2
+    return tl.join(lo, hi)
 
 
 @triton.jit
@@ -251,16 +290,16 @@ def additive_kernel(X, LUT, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_
                 v += gather(t + (i << B) + ((c >> (i * B)) & ((1 << B) - 1)), ASM)
             acc += v
         else:
-            w = tl.load(CB + (c & ((1 << B) - 1))[:, :, None] * 8 + e[None, None, :])
-            for i in tl.static_range(1, NCB):
-                code = (c >> (i * B)) & ((1 << B) - 1)
-                w += tl.load(CB + (i << B) * 8 + code[:, :, None] * 8 + e[None, None, :])
             k = jj[:, None] * 8 + e[None, :]
             x = load_x(X, stride_xm, offs_m, m_mask, k, ok[:, None], X, False)
             if BLOCK_M == 1:
+                w = tl.load(CB + (c & ((1 << B) - 1))[:, :, None] * 8 + e[None, None, :])
+                for i in tl.static_range(1, NCB):
+                    code = (c >> (i * B)) & ((1 << B) - 1)
+                    w += tl.load(CB + (i << B) * 8 + code[:, :, None] * 8 + e[None, None, :])
                 acc += tl.sum(w.to(tl.float32) * x.to(tl.float32), axis=2, keep_dims=True)
             else:
-                acc = mac(acc, x, w, BLOCK_M, BLOCK_N, BLOCK_J * 8)
+                acc = mac(acc, x, codeword_pairs(CB, c, NCB, B, ASM), BLOCK_M, BLOCK_N, BLOCK_J * 8)
     if USE_LUT:
         acc = tl.sum(acc, axis=1)[None, :]
     else:

@@ -226,21 +226,25 @@ def load_x(X, stride_xm, offs_m, m_mask, k, ok, PERM, HAS_PERM: tl.constexpr):
 
 @triton.jit
 def mac(acc, x, w, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, C: tl.constexpr):
-    """One shift's contribution. GEMV: ``acc (BLOCK_N, GPI, WB) += w x`` (fp32, ``x`` ``(1, GPI, WB)``);
-    batches: ``acc (BLOCK_M, BLOCK_N) += x (BLOCK_M, C) @ w (BLOCK_N, C)^T`` in fp16 (fp32 accumulation)."""
+    """One step's contribution. GEMV: ``acc (BLOCK_N, GPI, WB) += w x`` (fp32, ``x`` ``(1, GPI, WB)``);
+    batches: ``acc^T (BLOCK_N, BLOCK_M) += w (BLOCK_N, C) @ x (BLOCK_M, C)^T`` in fp16 (fp32 accumulation), the
+    weights the register operand (``wgmma`` on Hopper for tiles of 64 rows), as in the uniform kernel's batches."""
     if BLOCK_M == 1:
         acc += w * x.to(tl.float32)
     else:
         w2 = tl.reshape(w, (BLOCK_N, C)).to(x.dtype)
-        acc = tl.dot(tl.reshape(x, (BLOCK_M, C)), tl.trans(w2), acc)
+        acc = tl.dot(w2, tl.trans(tl.reshape(x, (BLOCK_M, C))), acc)
     return acc
 
 
 @triton.jit
 def finish(acc, BLOCK_M: tl.constexpr):
-    """The ``(BLOCK_M, BLOCK_N)`` fp32 result of the main loop (GEMV: the one reduction over K)."""
+    """The ``(BLOCK_M, BLOCK_N)`` fp32 result of the main loop (GEMV: the one reduction over K; batches: the
+    transposed accumulator of :func:`mac`)."""
     if BLOCK_M == 1:
         acc = tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
+    else:
+        acc = tl.trans(acc)
     return acc
 
 
@@ -546,9 +550,9 @@ def as_activations(x: Tensor) -> Tensor:
 @triton.jit
 def zeros_acc(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr, WB: tl.constexpr):
     """The fp32 accumulator: ``(BLOCK_N, GPI, WB)`` for a GEMV (reduced by :func:`finish`), else
-    ``(BLOCK_M, BLOCK_N)``."""
+    ``(BLOCK_N, BLOCK_M)`` (transposed, :func:`mac`)."""
     if BLOCK_M == 1:
         acc = tl.zeros((BLOCK_N, GPI, WB), dtype=tl.float32)
     else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     return acc
