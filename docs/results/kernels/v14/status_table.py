@@ -1,11 +1,12 @@
 # ruff: noqa
-# The status table of docs/results.md, v14: every format's batch-1 and batch-16 times from the two one-call runs
-# (gpu_kernels_h100_v14_all_a.json, _all_b.json), batch 16 over batch 1, and mixed widths against the byte-weighted
-# mix of the single-width tables of the same run.  python3 docs/results/kernels/v14/status_table.py
-import json, os
+# The status table of docs/results.md, v14: every format's batch-1 and batch-16 times from two runs of the benchmark
+# (default gpu_kernels_h100_v14_final_a.json and _final_b.json; gpu_kernels_h100_v14_all_a.json and _all_b.json are
+# the earlier pair, at 840c077's kernels), batch 16 over batch 1, and mixed widths against the byte-weighted mix of
+# the single-width tables of the same run.  python3 docs/results/kernels/v14/status_table.py [A.json B.json]
+import json, os, sys
 here = os.path.dirname(os.path.abspath(__file__))
 rows = []
-for f in ("gpu_kernels_h100_v14_all_a.json", "gpu_kernels_h100_v14_all_b.json"):
+for f in sys.argv[1:] or ("gpu_kernels_h100_v14_final_a.json", "gpu_kernels_h100_v14_final_b.json"):
     rows += [r for r in json.load(open(os.path.join(here, f)))["layer"] if "us" in r]  # first run of each baseline kept
 shapes = [(4096, 4096), (4096, 11008), (11008, 4096)]
 us, mix = {}, {}
