@@ -444,9 +444,10 @@ def loads_ahead(c: Config, bm: int) -> bool:
 
 def gather_stages(c: Config, bm: int) -> int:
     """Pipeline stages of a kernel that gathers its weights from a table (codebooks): ``c``'s for a GEMV,
-    1 for ``tl.dot`` batches, whose software pipeliner would turn the gathers into ``cp.async`` copies,
+    1 for ``tl.dot`` batches, whose software pipeliner turned ``tl.load`` gathers into ``cp.async`` copies,
     which bypass L1 and so read every table entry from L2 (AQLM 2x8 at batch 16 took 175 us on a 4096 x
-    4096 layer against 19 us at batch 1)."""
+    4096 layer against 19 us at batch 1). Since v14 the batches gather by inline loads, which the pipeliner
+    leaves alone; pipelining their codes' and activations' loads was no faster (docs/results.md, v14)."""
     return c.num_stages if bm == 1 else 1
 
 
