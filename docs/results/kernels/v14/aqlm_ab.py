@@ -3,6 +3,7 @@
 # "swapped + words by PTX loads" of aqlm_sass.py against the shipped kernel, batch 16, every batch candidate
 # configuration (common.DOT_CONFIGS) of each layer, timed as benchmarks/gpu_kernels.py times layers (rotated
 # weight copies, one CUDA graph), with each variant's relative error against the torch reference.
+# Its variants are aqlm_sass.py's edits, which apply to 66c6b73's kernels (KERNELS_SRC, see aqlm_sass.py).
 #   python3 docs/results/kernels/v14/aqlm_ab.py OUT.json   (repository root, packages on PYTHONPATH)
 #   AQLM_AB="codes by tile" python3 docs/results/kernels/v14/aqlm_ab.py OUT.json   (the codes' variant instead)
 import dataclasses, json, os, sys, torch
