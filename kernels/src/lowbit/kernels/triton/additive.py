@@ -66,6 +66,7 @@ from .common import (
     finish,
     gather_stages,
     grid_outliers,
+    halves,
     load_x,
     loads_ahead,
     mac,
@@ -194,38 +195,39 @@ def gather(ptr, ASM: tl.constexpr):
 
 
 @triton.jit
-def halves(v):
-    """The two fp16 of 32-bit words ``v``: bits 0-15 and 16-31."""
-    return ((v & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True),
-            ((v >> 16) & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True))
+def add_halves(v, u, ASM: tl.constexpr):
+    """``v + u`` on the fp16 halves of 32-bit words (one ``add.f16x2`` on the GPU; the same fp16 sums
+    elementwise in Triton's interpreter)."""
+    if ASM:
+        v = tl.inline_asm_elementwise("add.f16x2 $0, $1, $2;", "=r,r,r", [v, u], dtype=tl.int32, is_pure=True,
+                                      pack=1)
+    else:
+        lo, hi = halves(v, tl.float16)
+        lo2, hi2 = halves(u, tl.float16)
+        v = ((lo + lo2).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF) | \
+            ((hi + hi2).to(tl.int16, bitcast=True).to(tl.int32) << 16)
+    return v
 
 
 @triton.jit
 def codeword_pairs(CB, c, NCB: tl.constexpr, B: tl.constexpr, ASM: tl.constexpr):
     """``sum_m C_m[code_m]`` for the ``(BLOCK_N, BLOCK_J)`` code words ``c`` as a ``(BLOCK_N, BLOCK_J, 4, 2)``
     fp16 tile (element ``[n, j, i, h]`` is input ``8 j + 2 i + h`` of the group: natural order). Each codeword
-    is read as four 32-bit words by :func:`gather`, the codebooks added in f16x2 (one ``add.f16x2`` a word on
-    the GPU; the same fp16 sums elementwise in Triton's interpreter), each word split into its two fp16 (one
-    ``mov``). On the GPU the inline loads take the ``tl.dot`` operand's layout, 4 bytes of a codeword a thread,
-    where vectorized loads of whole codewords were converted to it through shared memory every iteration
-    (36-38 barriers an iteration, offline; docs/results.md, v14)."""
+    is read as four 32-bit words by :func:`gather`, the codebooks added in f16x2 (:func:`add_halves`), each
+    word split into its two fp16 (one ``mov`` on the GPU). On the GPU the inline loads take the ``tl.dot``
+    operand's layout, 4 bytes of a codeword a thread, where vectorized loads of whole codewords were converted
+    to it through shared memory every iteration (36-38 barriers an iteration, offline; docs/results.md, v14)."""
     e4 = tl.arange(0, 4)[None, None, :]
     words = CB.to(tl.pointer_type(tl.int32))
     mask: tl.constexpr = (1 << B) - 1
     v = gather(words + (c & mask)[:, :, None] * 4 + e4, ASM)
+    for i in tl.static_range(1, NCB):
+        v = add_halves(v, gather(words + (i << B) * 4 + ((c >> (i * B)) & mask)[:, :, None] * 4 + e4, ASM), ASM)
     if ASM:
-        for i in tl.static_range(1, NCB):
-            v2 = gather(words + (i << B) * 4 + ((c >> (i * B)) & mask)[:, :, None] * 4 + e4, ASM)
-            v = tl.inline_asm_elementwise("add.f16x2 $0, $1, $2;", "=r,r,r", [v, v2], dtype=tl.int32,
-                                          is_pure=True, pack=1)
         lo, hi = tl.inline_asm_elementwise("mov.b32 {$0, $1}, $2;", "=h,=h,r", [v],
                                            dtype=(tl.float16, tl.float16), is_pure=True, pack=1)
     else:
-        lo, hi = halves(v)
-        for i in tl.static_range(1, NCB):
-            lo2, hi2 = halves(gather(words + (i << B) * 4 + ((c >> (i * B)) & mask)[:, :, None] * 4 + e4, ASM))
-            lo += lo2
-            hi += hi2
+        lo, hi = halves(v, tl.float16)
     return tl.join(lo, hi)
 
 

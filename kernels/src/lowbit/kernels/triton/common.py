@@ -549,6 +549,12 @@ def as_activations(x: Tensor) -> Tensor:
 
 
 @triton.jit
+def halves(v, DT: tl.constexpr):
+    """The two 16-bit halves of 32-bit words ``v``, bits 0-15 and 16-31, as ``DT`` (fp16 or bf16) tiles."""
+    return ((v & 0xFFFF).to(tl.int16).to(DT, bitcast=True), ((v >> 16) & 0xFFFF).to(tl.int16).to(DT, bitcast=True))
+
+
+@triton.jit
 def zeros_acc(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr, WB: tl.constexpr):
     """The fp32 accumulator: ``(BLOCK_N, GPI, WB)`` for a GEMV (reduced by :func:`finish`), else
     ``(BLOCK_N, BLOCK_M)`` (transposed, :func:`mac`)."""

@@ -64,6 +64,7 @@ from .common import (
     blocks_per_iter,
     candidates,
     grid_outliers,
+    halves,
     load_words,
     loads_ahead,
     max_shared,
@@ -246,10 +247,11 @@ def pair_weights(v, s2, b2, ASM: tl.constexpr):
             "mov.b32 {$0, $1}, t; }", "=h,=h,r,r,r", [v, s2, b2], dtype=(tl.float16, tl.float16), is_pure=True,
             pack=1)
     else:
-        s = (s2 & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True)
-        b = (b2 & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True)
-        lo = ((v & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True) - 1024.0) * s + b
-        hi = (((v >> 16) & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True) - 1024.0) * s + b
+        s, _ = halves(s2, tl.float16)
+        b, _ = halves(b2, tl.float16)
+        lo, hi = halves(v, tl.float16)
+        lo = (lo - 1024.0) * s + b
+        hi = (hi - 1024.0) * s + b
     return tl.join(lo, hi)
 
 
@@ -286,8 +288,8 @@ def pair_inputs(X, PERM, k2, HAS_PERM: tl.constexpr, ASM: tl.constexpr):
                 "{ .reg .b16 l, h; mov.b32 {l, h}, $2; cvt.f32.f16 $0, l; cvt.f32.f16 $1, h; }", "=r,=r,r", [x01],
                 dtype=(tl.float32, tl.float32), is_pure=True, pack=1)
         else:
-            x0 = (x01 & 0xFFFF).to(tl.int16).to(X.dtype.element_ty, bitcast=True).to(tl.float32)
-            x1 = (x01 >> 16).to(tl.int16).to(X.dtype.element_ty, bitcast=True).to(tl.float32)
+            x0, x1 = halves(x01, X.dtype.element_ty)
+            x0, x1 = x0.to(tl.float32), x1.to(tl.float32)
     return x0[None, :, :], x1[None, :, :]
 
 
