@@ -15,11 +15,11 @@ from lowbit.kernels.triton.random_weights import random_additive
 src = open("docs/results/kernels/v14/aqlm_sass.py").read().split("for name, edits in VARIANTS.items():")[0]
 g = {}
 exec(compile(src, "aqlm_sass", "exec"), g)
-mods = {"shipped": g["variant"]("shipped", []),
-        "PTX gathers": g["variant"]("swapped + words by PTX loads", g["SWAP"] + g["WORDS"] + g["ASMLOAD"])}
+mods = {"shipped": g["edited"]("shipped", [], "additive"),
+        "PTX gathers": g["edited"]("swapped + words by PTX loads", g["SWAP"] + g["WORDS"] + g["ASMLOAD"], "additive")}
 if os.environ.get("AQLM_AB") == "codes by tile":  # the second run: the code tile by the kernel's own load
-    mods = {"shipped": mods["shipped"], "PTX words, codes by tile": g["variant"](
-        "swapped + words by PTX, codes by tile", g["SWAP"] + g["WORDS"] + g["ASMWORDS"])}
+    mods = {"shipped": mods["shipped"], "PTX words, codes by tile": g["edited"](
+        "swapped + words by PTX, codes by tile", g["SWAP"] + g["WORDS"] + g["ASMWORDS"], "additive")}
 dev = torch.device("cuda")
 timer = Timer(dev, 20)
 l2 = torch.cuda.get_device_properties(dev).L2_cache_size

@@ -2,42 +2,28 @@
 # What bounds AQLM batches (session 24): the additive kernel at batch 16, at each layer's per-GPU configuration,
 # as shipped and with its codebook gathers replaced by values computed from the codes (the codes still loaded),
 # timed as benchmarks/gpu_kernels.py times layers (rotated weight copies, one CUDA graph). The variant is a textual
-# edit of this checkout's kernels/src/lowbit/kernels/triton/additive.py copied into a temporary package (the edits
-# apply to 66c6b73's kernels: KERNELS_SRC=a copy of that tree's kernels/src/lowbit/kernels/triton).
+# edit of the kernels (edited_kernels.py), which applies to 66c6b73's: KERNELS_SRC=a copy of that tree's
+# kernels/src/lowbit/kernels/triton.
 #   python3 docs/results/kernels/v14/aqlm_parts.py OUT.json   (repository root, packages on PYTHONPATH)
-import dataclasses, importlib, json, os, sys, tempfile, torch
+import dataclasses, json, sys, torch
 sys.path.insert(0, "benchmarks")
+sys.path.insert(0, "docs/results/kernels/v14")
+from edited_kernels import edited
 from gpu_kernels import Timer, map_tensors, n_copies, state_bytes
 from lowbit.kernels.triton import additive as live, common as live_common
 from lowbit.kernels.triton.random_weights import random_additive
 
-SRC = os.environ.get("KERNELS_SRC", "kernels/src/lowbit/kernels/triton")  # the kernels edited
-EDITS = [("w = tl.load(CB + (c & ((1 << B) - 1))[:, :, None] * 8 + e[None, None, :])",
+EDITS = [("additive", "w = tl.load(CB + (c & ((1 << B) - 1))[:, :, None] * 8 + e[None, None, :])",
           "w = (((c & ((1 << B) - 1))[:, :, None] * 8 + e[None, None, :]) & 1023).to(tl.float16) * 0.001"),
-         ("w += tl.load(CB + (i << B) * 8 + code[:, :, None] * 8 + e[None, None, :])",
+         ("additive", "w += tl.load(CB + (i << B) * 8 + code[:, :, None] * 8 + e[None, None, :])",
           "w += ((code[:, :, None] * 8 + e[None, None, :]) & 1023).to(tl.float16) * 0.001")]
-
-
-def variant(edits):
-    root = tempfile.mkdtemp(prefix="aqlm_parts_")
-    pkg = f"aqlm_parts_{len(edits)}"
-    os.makedirs(os.path.join(root, pkg))
-    for mod in ("__init__", "common", "additive", "timing", "random_weights"):
-        text = open(f"{SRC}/{mod}.py").read()
-        if mod == "additive":
-            for old, new in edits:
-                assert text.count(old) == 1, old
-                text = text.replace(old, new)
-        open(os.path.join(root, pkg, f"{mod}.py"), "w").write(text)
-    sys.path.insert(0, root)
-    return importlib.import_module(f"{pkg}.additive")
 
 
 dev = torch.device("cuda")
 gpu = torch.cuda.get_device_name(dev)
 timer = Timer(dev, 20)
 l2 = torch.cuda.get_device_properties(dev).L2_cache_size
-mods = {"shipped": variant([]), "no codebook gathers": variant(EDITS)}
+mods = {"shipped": edited("aqlm parts shipped", [], "additive"), "no codebook gathers": edited("aqlm parts", EDITS, "additive")}
 rows = []
 for m_b in ((2, 8), (1, 16)):
     for d_out, d_in in [(4096, 4096), (4096, 11008), (11008, 4096)]:

@@ -1,19 +1,21 @@
 # ruff: noqa
 # The AQLM batch loop compiled offline for sm_90 (session 24): instructions an iteration of additive_kernel at batch
-# 16 (BLOCK_M 16, 2x8 codebooks, 1 stage as batches run, split 8), as shipped and in two variants made by textual
-# edits of this checkout's kernels copied into a temporary package (each edit asserted to apply once):
+# 16 (BLOCK_M 16, 2x8 codebooks, 1 stage as batches run, split 8), as shipped and in the variants of VARIANTS, made
+# by textual edits of the kernels (edited_kernels.py), among them:
 #   swapped: Y^T = W_hat X^T, the dequantized weights as the register operand (wgmma at 64 rows), as the uniform
 #            batches do;
 #   swapped + words: also the codebooks gathered as 32-bit words, the two added in f16x2, split by one mov (as the
 #            uniform batch loop makes its pairs).
 # The edits apply to the kernels of 66c6b73 (before codeword_pairs, which ships the last variant; KERNELS_SRC=a
-# copy of that tree's kernels/src/lowbit/kernels/triton, e.g. from git archive). Needs Triton 3.6's ptxas/nvdisasm (the GPU machine's version; its wheel unpacked first on PYTHONPATH).
+# copy of that tree's kernels/src/lowbit/kernels/triton, e.g. from git archive).
+# Needs Triton 3.6's ptxas/nvdisasm (the GPU machine's version; its wheel unpacked first on PYTHONPATH).
 #   python3 docs/results/kernels/v14/aqlm_sass.py > OUT.txt   (repository root, packages on PYTHONPATH)
-import importlib, os, sys, tempfile
+import sys
 sys.path.insert(0, "benchmarks")
+sys.path.insert(0, "docs/results/kernels/v14")
 import kernel_sass as ks
+from edited_kernels import edited
 
-SRC = os.environ.get("KERNELS_SRC", "kernels/src/lowbit/kernels/triton")  # the kernels edited
 SWAP = [("common", """        w2 = tl.reshape(w, (BLOCK_N, C)).to(x.dtype)
         acc = tl.dot(tl.reshape(x, (BLOCK_M, C)), tl.trans(w2), acc)""",
          """        w2 = tl.reshape(w, (BLOCK_N, C)).to(x.dtype)
@@ -74,23 +76,8 @@ VARIANTS = {"shipped": [], "swapped": SWAP, "swapped + words": SWAP + WORDS,
             "swapped + words by PTX, codes by tile": SWAP + WORDS + ASMWORDS}
 
 
-def variant(name, edits):
-    root = tempfile.mkdtemp(prefix="aqlm_sass_")
-    pkg = "aqlm_sass_" + "".join(ch for ch in name if ch.isalnum())
-    os.makedirs(os.path.join(root, pkg))
-    for mod in ("__init__", "common", "additive", "timing", "random_weights"):
-        text = open(f"{SRC}/{mod}.py").read()
-        for where, old, new in edits:
-            if where == mod:
-                assert text.count(old) == 1, (name, old[:60])
-                text = text.replace(old, new)
-        open(os.path.join(root, pkg, f"{mod}.py"), "w").write(text)
-    sys.path.insert(0, root)
-    return importlib.import_module(f"{pkg}.additive")
-
-
 for name, edits in VARIANTS.items():
-    mod = variant(name, edits)
+    mod = edited(name, edits, "additive")
     for bn, bj, nw in [(64, 16, 4), (32, 32, 4)]:
         const = dict(NCB=2, B=8, USE_LUT=False, HAS_OUT=False, BLOCK_M=16, BLOCK_N=bn, BLOCK_J=bj, SPLIT=8,
                      OUT_CHUNK=32, PREFETCH=False, ASM=True, PDL=False, stride_cn=1)

@@ -2,17 +2,17 @@
 # Where the batch-16 outlier time goes (session 24, v14's kernel): the uniform 4-bit layer with 0.5% outliers
 # timed as shipped and with parts of its outlier programs taken out, at its per-GPU configuration, the way
 # benchmarks/gpu_kernels.py times layers (rotated weight copies, one CUDA graph). Variants are textual edits of
-# this checkout's kernels/src/lowbit/kernels/triton/{common,uniform}.py copied into a temporary package; each
-# edit is asserted to apply once.
+# this checkout's kernels (edited_kernels.py).
 #   python3 docs/results/kernels/v14/outlier_parts.py OUT.json   (repository root, packages on PYTHONPATH)
 #   PARTS=chunks (or small) python3 docs/results/kernels/v14/outlier_parts.py OUT.json   (larger or smaller chunks)
-import dataclasses, importlib, json, os, sys, tempfile, torch
+import dataclasses, json, os, sys, torch
 sys.path.insert(0, "benchmarks")
+sys.path.insert(0, "docs/results/kernels/v14")
+from edited_kernels import edited
 from gpu_kernels import Timer, map_tensors, n_copies, state_bytes
 from lowbit.kernels.triton import common as live_common, uniform as live_uniform
 from lowbit.kernels.triton.random_weights import random_uniform
 
-SRC = os.environ.get("KERNELS_SRC", "kernels/src/lowbit/kernels/triton")  # the kernels edited
 GATHER = "xv = tl.load(X + offs_m[:, None] * stride_xm + col[None, :], mask=m_mask[:, None] & ok[None, :], other=0.0)"
 STORE = "    store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT + OUT_PROGS)"
 EDITS = {
@@ -38,28 +38,11 @@ if os.environ.get("PARTS") == "small":  # the third run: smaller chunks
     VARIANTS = {"shipped": (), "chunks of 1/2": ("half",), "chunks of 1/4": ("quarter",)}
 
 
-def variant(name, edits):
-    root = tempfile.mkdtemp(prefix="outlier_parts_")
-    pkg = f"outlier_parts_{abs(hash(name))}"
-    os.makedirs(os.path.join(root, pkg))
-    for mod in ("__init__", "common", "uniform", "timing", "random_weights"):
-        text = open(f"{SRC}/{mod}.py").read()
-        for e in edits:
-            where, old, new = EDITS[e]
-            if where == mod:
-                assert text.count(old) == 1, (e, text.count(old))
-                text = text.replace(old, new)
-        open(os.path.join(root, pkg, f"{mod}.py"), "w").write(text)
-    os.symlink(os.path.abspath(f"{SRC}/tuned"), os.path.join(root, pkg, "tuned"))
-    sys.path.insert(0, root)
-    return importlib.import_module(f"{pkg}.uniform")
-
-
 dev = torch.device("cuda")
 gpu = torch.cuda.get_device_name(dev)
 timer = Timer(dev, 20)
 l2 = torch.cuda.get_device_properties(dev).L2_cache_size
-mods = {name: variant(name, e) for name, e in VARIANTS.items()}
+mods = {name: edited(name, [EDITS[x] for x in e], "uniform") for name, e in VARIANTS.items()}
 rows = []
 for d_out, d_in in [(4096, 4096), (4096, 11008), (11008, 4096)]:
     x = torch.randn(16, d_in, device=dev).half()
