@@ -339,7 +339,8 @@ class Config:
     :func:`loads_ahead`), and ``split_k``: programs sharing a row tile along K (each sums a
     contiguous range of blocks and adds its partial into ``y`` with an fp16 atomic add; ``y`` is
     zero-filled first). Split K gives a layer with few row tiles (4096 rows at batch 16, or a long K)
-    enough programs to fill the GPU."""
+    enough programs to fill the GPU; the fill is a graph node of its own, 1.2-1.8 µs a call on the H100,
+    inside the times the tuner compares (docs/results.md, v15)."""
 
     block_n: int
     words: int
@@ -434,8 +435,10 @@ def out_chunk(block_n: int, o: Outliers | None = None) -> int:
 def loads_ahead(c: Config, bm: int) -> bool:
     """Whether a GEMV (``bm == 1``) loads the next iteration's codes before this iteration's arithmetic:
     configurations of 2 or more stages do, 1 stage loads each iteration's codes when it starts. Triton's
-    pipeliner leaves loads that feed no ``tl.dot`` alone, so this is the kernels' own prefetch; the tuner
-    chooses per shape (docs/results.md). The uniform GEMV unrolls its loop by two over two buffers used
+    pipeliner leaves loads that feed no ``tl.dot`` alone under the kernel's ``num_stages``, so this is the
+    kernels' own prefetch; the tuner chooses per shape (docs/results.md). (A loop written ``tl.range(..,
+    num_stages=S)`` is pipelined through shared memory, ``cp.async``: the uniform GEMV's best configurations
+    then ran 1.04-1.39x slower on the H100, v15.) The uniform GEMV unrolls its loop by two over two buffers used
     in turn, so that no loaded register is copied at the loop's end (a copy waits for its load); the
     table and codebook GEMVs copy the next buffer into the current one, as they measured no faster with
     two buffers on the H100."""
