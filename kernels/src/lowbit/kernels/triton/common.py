@@ -438,7 +438,7 @@ def loads_ahead(c: Config, bm: int) -> bool:
     pipeliner leaves loads that feed no ``tl.dot`` alone under the kernel's ``num_stages``, so this is the
     kernels' own prefetch; the tuner chooses per shape (docs/results.md). (A loop written ``tl.range(..,
     num_stages=S)`` is pipelined through shared memory, ``cp.async``: the uniform GEMV's best configurations
-    then ran 1.04-1.39x slower on the H100, v15.) The uniform GEMV unrolls its loop by two over two buffers used
+    then ran 1.07-1.39x slower on the H100, v15.) The uniform GEMV unrolls its loop by two over two buffers used
     in turn, so that no loaded register is copied at the loop's end (a copy waits for its load); the
     table and codebook GEMVs copy the next buffer into the current one, as they measured no faster with
     two buffers on the H100."""
