@@ -5,8 +5,8 @@
 # stored four inputs a 32-bit word lane-wise (input 4 i + l of a word at bits 8 l + W i), so that
 # `(w >> W i) & 0x0F0F0F0F` (4-bit; 0x03030303 at 2 bits) is four codes as bytes and one `dp4a` adds their four
 # products with one byte of four activations. Per block and row: y += s sx_b sum_parts 2^(8 p) acc_p + b xsum_b.
-# The activations' preparation (block scales, bytes, block sums) is done here by torch and NOT timed: a kernel
-# would do it in a launch of its own before the GEMV. Codes, scales and offsets rotate through copies past L2, as the
+# The activations' preparation (block scales, bytes, block sums) is done by torch and not timed, or (PREP in CONFIGS)
+# by prep_kernel in the timed call, the GEMV its programmatic dependent launch. Codes, scales and offsets rotate through copies past L2, as the
 # benchmark's layers do.
 #   python3 docs/results/kernels/v15/dp4a_gemv.py OUT.json           # GPU: times against the shipped GEMV
 #   TRITON_INTERPRET=1 python3 docs/results/kernels/v15/dp4a_gemv.py  # CPU: correctness only (no inline PTX)
@@ -15,6 +15,7 @@ import json, os, sys
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 INTERP = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -40,8 +41,29 @@ def dot4(a, b, c, SIGNED: tl.constexpr, ASM: tl.constexpr):
 
 
 @triton.jit
+def prep_kernel(X, XQ, SX, XS, kq, NPART: tl.constexpr, PDL: tl.constexpr):
+    """Block ``program_id(0)`` of 128 activations: its scale ``sx = max |x| / (2^(8 NPART - 1) - 1)``, its sum, and
+    ``x_int = round(x / sx)`` as NPART bytes (most significant first, four inputs a word). ``PDL``: the GEMV launches
+    at once and waits for these writes (``gdc_wait``)."""
+    if PDL:
+        gdc_launch_dependents()
+    blk = tl.program_id(0)
+    TOP: tl.constexpr = 2 ** (8 * NPART - 1) - 1
+    x = tl.load(X + blk * 128 + tl.arange(0, 128)).to(tl.float32)
+    sx = tl.maximum(tl.max(tl.abs(x), axis=0), 1e-30) / TOP
+    xi = tl.minimum(tl.maximum(tl.floor(x / sx + 0.5), -TOP), TOP).to(tl.int32)
+    tl.store(SX + blk, sx)
+    tl.store(XS + blk, tl.sum(x, axis=0))
+    sh = 8 * (tl.arange(0, 4))
+    for p in tl.static_range(NPART):
+        by = tl.reshape((xi >> (8 * (NPART - 1 - p))) & 255, (32, 4))
+        tl.store(XQ + p * kq + blk * 32 + tl.arange(0, 32), tl.sum(by << sh[None, :], axis=1))
+
+
+@triton.jit
 def dp4a_gemv_kernel(Q, XQ, SX, XS, S, OFF, Y, N, K, row_words, kq, W: tl.constexpr, BLOCK_N: tl.constexpr,
-                     GPI: tl.constexpr, NPART: tl.constexpr, ASM: tl.constexpr, TILE: tl.constexpr):
+                     GPI: tl.constexpr, NPART: tl.constexpr, ASM: tl.constexpr, TILE: tl.constexpr,
+                     PDL: tl.constexpr = False):
     PER: tl.constexpr = 32 // W  # codes a word
     NSH: tl.constexpr = 8 // W  # shifts a word (four codes each)
     WB: tl.constexpr = 128 // PER  # words a block
@@ -52,6 +74,8 @@ def dp4a_gemv_kernel(Q, XQ, SX, XS, S, OFF, Y, N, K, row_words, kq, W: tl.conste
     n_blocks = K // 128
     acc = tl.zeros((BLOCK_N, GPI, WB), dtype=tl.float32)
     j = tl.arange(0, WB)
+    if PDL:
+        gdc_wait()
     for b0 in range(0, n_blocks, GPI):
         blk = tl.minimum(b0 + tl.arange(0, GPI), n_blocks - 1)
         ok = (b0 + tl.arange(0, GPI)) < n_blocks
@@ -105,11 +129,25 @@ def prepare_x(x: torch.Tensor, npart: int) -> tuple[torch.Tensor, torch.Tensor, 
     return words, sx.contiguous(), xb.sum(1).contiguous()
 
 
-def run(q, s, off, x, n, k, w, bn, gpi, npart, nw, prepared=None, tile=False):
-    xq, sx, xs = prepared if prepared is not None else prepare_x(x[0], npart)
+def prep_launch(x, npart, pdl):
+    """The activations' bytes, block scales and sums by :func:`prep_kernel` (one launch)."""
+    k = x.shape[-1]
+    xq = torch.empty(npart, k // 4, dtype=torch.int32, device=x.device)
+    sx = torch.empty(k // 128, dtype=torch.float32, device=x.device)
+    xs = torch.empty_like(sx)
+    prep_kernel[(k // 128,)](x, xq, sx, xs, xq.shape[1], NPART=npart, PDL=pdl, num_warps=4)
+    return xq, sx, xs
+
+
+def run(q, s, off, x, n, k, w, bn, gpi, npart, nw, prepared=None, tile=False, prep=False):
+    """The GEMV on prepared activations (torch's, untimed), or with ``prep`` after :func:`prep_kernel` in the same
+    call, the GEMV its programmatic dependent launch on a GPU."""
+    pdl = prep and not INTERP
+    xq, sx, xs = prep_launch(x, npart, pdl) if prep else prepared
     y = torch.empty(1, n, dtype=x.dtype, device=x.device)
     dp4a_gemv_kernel[(triton.cdiv(n, bn),)](q, xq, sx, xs, s, off, y, n, k, q.shape[1], xq.shape[1], W=w, BLOCK_N=bn,
-                                            GPI=gpi, NPART=npart, ASM=not INTERP, TILE=tile, num_warps=nw)
+                                            GPI=gpi, NPART=npart, ASM=not INTERP, TILE=tile, PDL=pdl, num_warps=nw,
+                                            **({"launch_pdl": True} if pdl else {}))
     return y
 
 
@@ -123,10 +161,12 @@ def weights(n, k, w, dev):
     return pack_lanes(codes, w).to(dev), s.to(dev), off.to(dev), wd.to(dev)
 
 
-# (BLOCK_N, GPI, warps, TILE); the first GPU run (dp4a_gemv_h100_v15.json) had TILE False at the first eight
-CONFIGS = {True: [(16, 2, 4, False), (16, 2, 4, True)],
-           False: [(8, 4, 4, False), (8, 8, 8, False), (8, 4, 4, True), (8, 8, 8, True), (8, 16, 8, True), (4, 8, 8, True),
-                   (4, 16, 8, True), (4, 8, 4, True), (16, 8, 8, True), (8, 8, 16, True), (16, 16, 16, True), (8, 4, 8, True)]}
+# (BLOCK_N, GPI, warps, TILE, PREP): the first GPU run (dp4a_gemv_h100_v15.json) had the first eight of the shipped
+# GEMV-like forms without TILE, the second (dp4a_gemv_tile_h100_v15.json) the list before PREP; the third
+# (dp4a_gemv_prep_h100_v15.json) this one, PREP timing the activations' preparation kernel with each call
+CONFIGS = {True: [(16, 2, 4, False, False), (16, 2, 4, True, False), (16, 2, 4, False, True)],
+           False: [(8, 4, 4, False, False), (8, 8, 8, False, False), (8, 4, 4, False, True), (8, 8, 8, False, True),
+                   (4, 8, 8, False, True), (8, 16, 8, False, True), (16, 8, 8, False, True)]}
 
 
 def main():
@@ -155,10 +195,10 @@ def main():
             q, s, off, wd = weights(n, k, w, dev)
             x = torch.randn(1, k, device=dev).half()
             ref = x.float() @ wd.T
-            for npart in (2, 3):
+            for npart in ((2, 3) if INTERP else (2,)):
                 prep = prepare_x(x[0], npart)
-                for bn, gpi, nw, tile in CONFIGS[INTERP]:
-                    y = run(q, s, off, x, n, k, w, bn, gpi, npart, nw, prep, tile).float()
+                for bn, gpi, nw, tile, pre in CONFIGS[INTERP]:
+                    y = run(q, s, off, x, n, k, w, bn, gpi, npart, nw, prep, tile, pre).float()
                     err = float((y - ref).abs().max() / ref.abs().max())
                     us = None
                     if not INTERP:
@@ -166,10 +206,11 @@ def main():
                         l2 = torch.cuda.get_device_properties(dev).L2_cache_size
                         nbytes = q.numel() * 4 + s.numel() * 4
                         copies = [(q, s, off)] + [(q.clone(), s.clone(), off.clone()) for _ in range(n_copies(nbytes, l2) - 1)]
-                        us = graph_us([lambda c=c: run(*c, x, n, k, w, bn, gpi, npart, nw, prep, tile) for c in copies])
+                        us = graph_us([lambda c=c: run(*c, x, n, k, w, bn, gpi, npart, nw, prep, tile, pre) for c in copies])
                         del copies
-                    rows.append(dict(bits=w, shape=[n, k], npart=npart, config=[bn, gpi, nw], tile=tile, us=us, rel_err=err))
-                    print(w, n, k, npart, (bn, gpi, nw, tile), us and f"{us:.2f}", f"{err:.1e}", flush=True)
+                    rows.append(dict(bits=w, shape=[n, k], npart=npart, config=[bn, gpi, nw], tile=tile, prep=pre, us=us,
+                                     rel_err=err))
+                    print(w, n, k, npart, (bn, gpi, nw, tile, pre), us and f"{us:.2f}", f"{err:.1e}", flush=True)
             if not INTERP:  # the shipped GEMV on a layer of the same shape, in the same run
                 from lowbit.kernels.triton import uniform
                 from lowbit.kernels.triton.random_weights import random_uniform
