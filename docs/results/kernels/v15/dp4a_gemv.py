@@ -5,10 +5,10 @@
 # stored four inputs a 32-bit word lane-wise (input 4 i + l of a word at bits 8 l + W i), so that
 # `(w >> W i) & 0x0F0F0F0F` (4-bit; 0x03030303 at 2 bits) is four codes as bytes and one `dp4a` adds their four
 # products with one byte of four activations. Per block and row: y += s sx_b sum_parts 2^(8 p) acc_p + b xsum_b.
-# The activations' preparation (block scales, bytes, block sums) is done by torch and not timed, or (PREP in CONFIGS)
+# The activations' preparation (block scales, bytes, block sums) is done by torch and not timed, or (PREP in RUNS)
 # by prep_kernel in the timed call, the GEMV its programmatic dependent launch. Codes, scales and offsets rotate through copies past L2, as the
 # benchmark's layers do.
-#   python3 docs/results/kernels/v15/dp4a_gemv.py OUT.json           # GPU: times against the shipped GEMV
+#   DP4A_RUN=prep python3 docs/results/kernels/v15/dp4a_gemv.py OUT.json   # GPU: times against the shipped GEMV (RUNS)
 #   TRITON_INTERPRET=1 python3 docs/results/kernels/v15/dp4a_gemv.py  # CPU: correctness only (no inline PTX)
 #   python3 docs/results/kernels/v15/dp4a_gemv.py --sass              # offline sm_90 loop (Triton 3.6 first on PYTHONPATH)
 import json, os, sys
@@ -161,33 +161,56 @@ def weights(n, k, w, dev):
     return pack_lanes(codes, w).to(dev), s.to(dev), off.to(dev), wd.to(dev)
 
 
-# (BLOCK_N, GPI, warps, TILE, PREP): the first GPU run (dp4a_gemv_h100_v15.json) had the first eight of the shipped
-# GEMV-like forms without TILE, the second (dp4a_gemv_tile_h100_v15.json) the list before PREP; the third
-# (dp4a_gemv_prep_h100_v15.json) this one, PREP timing the activations' preparation kernel with each call
-CONFIGS = {True: [(16, 2, 4, False, False), (16, 2, 4, True, False), (16, 2, 4, False, True)],
-           False: [(8, 4, 4, False, False), (8, 8, 8, False, False), (8, 4, 4, False, True), (8, 8, 8, False, True),
-                   (4, 8, 8, False, True), (8, 16, 8, False, True), (16, 8, 8, False, True)]}
+# The three GPU runs, DP4A_RUN=first (dp4a_gemv_h100_v15.json), tile (dp4a_gemv_tile_h100_v15.json) and prep
+# (dp4a_gemv_prep_h100_v15.json, the default): activation bytes NPART, and configurations (BLOCK_N, GPI, warps, TILE,
+# PREP), PREP timing the activations' preparation kernel with each call. The interpreter runs CPU_RUN.
+RUNS = {"first": ((2, 3), [(8, 4, 4, False, False), (8, 8, 8, False, False), (16, 4, 8, False, False),
+                           (16, 8, 8, False, False), (16, 4, 4, False, False), (32, 4, 8, False, False),
+                           (32, 2, 8, False, False), (16, 2, 4, False, False)]),
+        "tile": ((2, 3), [(8, 4, 4, False, False), (8, 8, 8, False, False)] + [
+            (bn, gpi, nw, True, False) for bn, gpi, nw in [(8, 4, 4), (8, 8, 8), (8, 16, 8), (4, 8, 8), (4, 16, 8),
+                                                           (4, 8, 4), (16, 8, 8), (8, 8, 16), (16, 16, 16), (8, 4, 8)]]),
+        "prep": ((2,), [(8, 4, 4, False, False), (8, 8, 8, False, False), (8, 4, 4, False, True), (8, 8, 8, False, True),
+                        (4, 8, 8, False, True), (8, 16, 8, False, True), (16, 8, 8, False, True)])}
+CPU_RUN = ((2, 3), [(16, 2, 4, False, False), (16, 2, 4, True, False), (16, 2, 4, False, True)])
+
+
+def sass():
+    """The main loop's instructions, offline for sm_90."""
+    sys.path.insert(0, "benchmarks")
+    import kernel_sass
+    from kernel_sass import compile_sass, longest_loop, opcode_counts
+    kernel_sass.POINTERS |= {"XQ", "SX", "XS"}
+    kernel_sass.POINTER_TYPES.update({"Q": "*i32", "XQ": "*i32", "SX": "*fp32", "XS": "*fp32", "S": "*fp16", "OFF": "*fp16"})
+    kernel_sass.DIV16 |= {"kq"}
+    print(f"triton {triton.__version__}\n\n| bits | NPART | (BLOCK_N, GPI, warps, TILE) | loop | per code | IDP | LOP3 | SHF | LDG |\n|---|---|---|---|---|---|---|---|---|")
+    for w in (2, 4):
+        for npart in (2, 3):
+            for bn, gpi, nw, tile in [(16, 8, 8, False), (8, 8, 8, False), (16, 8, 8, True), (8, 8, 8, True), (4, 16, 8, True)]:
+                c = dict(W=w, BLOCK_N=bn, GPI=gpi, NPART=npart, ASM=True, TILE=tile)
+                loop = longest_loop(compile_sass(dp4a_gemv_kernel, c, nw, 1))
+                cnt = opcode_counts(loop)
+                codes = bn * gpi * 128 / (32 * nw)
+                print(f"| {w} | {npart} | {(bn, gpi, nw, tile)} | {len(loop)} | {len(loop) / codes:.2f} | {cnt['IDP']} | {cnt['LOP3']} | {cnt['SHF']} | {cnt['LDG']} |")
+
+
+def shipped_us(n, k, w, x, dev, l2):
+    """The shipped uniform GEMV on a layer of the same shape, timed the same way."""
+    from lowbit.kernels.triton import uniform
+    from lowbit.kernels.triton.random_weights import random_uniform
+    from lowbit.kernels.triton.timing import graph_us, map_tensors, n_copies, state_bytes
+    st = uniform.prepare(random_uniform(n, k, w, 128, device=dev), dev)
+    uniform.run(st, x)
+    copies = [st] + [map_tensors(st, torch.clone) for _ in range(n_copies(state_bytes(st), l2) - 1)]
+    return graph_us([lambda c=c: uniform.run(c, x) for c in copies])
 
 
 def main():
-    dev = "cpu" if INTERP else "cuda"
     if "--sass" in sys.argv:
-        sys.path.insert(0, "benchmarks")
-        import kernel_sass
-        from kernel_sass import compile_sass, longest_loop, opcode_counts
-        kernel_sass.POINTERS |= {"XQ", "SX", "XS"}
-        kernel_sass.POINTER_TYPES.update({"Q": "*i32", "XQ": "*i32", "SX": "*fp32", "XS": "*fp32", "S": "*fp16", "OFF": "*fp16"})
-        kernel_sass.DIV16 |= {"kq"}
-        print(f"triton {triton.__version__}\n\n| bits | NPART | (BLOCK_N, GPI, warps, TILE) | loop | per code | IDP | LOP3 | SHF | LDG |\n|---|---|---|---|---|---|---|---|---|")
-        for w in (2, 4):
-            for npart in (2, 3):
-                for bn, gpi, nw, tile in [(16, 8, 8, False), (8, 8, 8, False), (16, 8, 8, True), (8, 8, 8, True), (4, 16, 8, True)]:
-                    c = dict(W=w, BLOCK_N=bn, GPI=gpi, NPART=npart, ASM=True, TILE=tile)
-                    loop = longest_loop(compile_sass(dp4a_gemv_kernel, c, nw, 1))
-                    cnt = opcode_counts(loop)
-                    codes = bn * gpi * 128 / (32 * nw)
-                    print(f"| {w} | {npart} | {(bn, gpi, nw, tile)} | {len(loop)} | {len(loop) / codes:.2f} | {cnt['IDP']} | {cnt['LOP3']} | {cnt['SHF']} | {cnt['LDG']} |")
-        return
+        return sass()
+    dev = "cpu" if INTERP else "cuda"
+    nparts, configs = CPU_RUN if INTERP else RUNS[os.environ.get("DP4A_RUN", "prep")]
+    l2 = 0 if INTERP else torch.cuda.get_device_properties(dev).L2_cache_size
     rows = []
     shapes = [(64, 256)] if INTERP else [(4096, 4096), (4096, 11008), (11008, 4096)]
     for w in (2, 4):
@@ -195,34 +218,27 @@ def main():
             q, s, off, wd = weights(n, k, w, dev)
             x = torch.randn(1, k, device=dev).half()
             ref = x.float() @ wd.T
-            for npart in ((2, 3) if INTERP else (2,)):
+            copies = []
+            if not INTERP:  # codes, scales and offsets rotated past L2
+                from lowbit.kernels.triton.timing import graph_us, n_copies
+                copies = [(q, s, off)] + [(q.clone(), s.clone(), off.clone())
+                                          for _ in range(n_copies(q.numel() * 4 + s.numel() * 4, l2) - 1)]
+            for npart in nparts:
                 prep = prepare_x(x[0], npart)
-                for bn, gpi, nw, tile, pre in CONFIGS[INTERP]:
+                for bn, gpi, nw, tile, pre in configs:
                     y = run(q, s, off, x, n, k, w, bn, gpi, npart, nw, prep, tile, pre).float()
                     err = float((y - ref).abs().max() / ref.abs().max())
                     us = None
                     if not INTERP:
-                        from lowbit.kernels.triton.timing import graph_us, n_copies
-                        l2 = torch.cuda.get_device_properties(dev).L2_cache_size
-                        nbytes = q.numel() * 4 + s.numel() * 4
-                        copies = [(q, s, off)] + [(q.clone(), s.clone(), off.clone()) for _ in range(n_copies(nbytes, l2) - 1)]
                         us = graph_us([lambda c=c: run(*c, x, n, k, w, bn, gpi, npart, nw, prep, tile, pre) for c in copies])
-                        del copies
                     rows.append(dict(bits=w, shape=[n, k], npart=npart, config=[bn, gpi, nw], tile=tile, prep=pre, us=us,
                                      rel_err=err))
                     print(w, n, k, npart, (bn, gpi, nw, tile, pre), us and f"{us:.2f}", f"{err:.1e}", flush=True)
+            del copies
             if not INTERP:  # the shipped GEMV on a layer of the same shape, in the same run
-                from lowbit.kernels.triton import uniform
-                from lowbit.kernels.triton.random_weights import random_uniform
-                from lowbit.kernels.triton.timing import graph_us, map_tensors, n_copies, state_bytes
-                st = uniform.prepare(random_uniform(n, k, w, 128, device=dev), dev)
-                uniform.run(st, x)
-                l2 = torch.cuda.get_device_properties(dev).L2_cache_size
-                copies = [st] + [map_tensors(st, torch.clone) for _ in range(n_copies(state_bytes(st), l2) - 1)]
-                us = graph_us([lambda c=c: uniform.run(c, x) for c in copies])
+                us = shipped_us(n, k, w, x, dev, l2)
                 rows.append(dict(bits=w, shape=[n, k], shipped=True, us=us))
                 print(w, n, k, "shipped", f"{us:.2f}", flush=True)
-                del copies, st
     if len(sys.argv) > 1 and not sys.argv[1].startswith("-"):
         json.dump(rows, open(sys.argv[1], "w"), indent=1)
 

@@ -12,37 +12,31 @@ CHECK = 4e-3
 
 
 def layer(g, k, bits):
-    q = torch.randint(0, 2**bits, (k,), generator=g).double()
-    s = (torch.rand(k // 128, generator=g) * 0.01 + 0.005).half().double().repeat_interleave(128)
-    z = torch.randint(0, 2**bits, (k // 128,), generator=g).double().repeat_interleave(128)
-    x = torch.randn(k, generator=g).half().double()
-    return q, s, z, x
+    """Codes ``(K / 128, 128)``, the fp16 scales and offsets ``b = -z s`` of each block of 128 inputs, activations."""
+    q = torch.randint(0, 2**bits, (k // 128, 128), generator=g).double()
+    s = (torch.rand(k // 128, generator=g) * 0.01 + 0.005).half().double()
+    z = torch.randint(0, 2**bits, (k // 128,), generator=g).double()
+    x = torch.randn(k, generator=g).half().double().reshape(-1, 128)
+    return q, s, (-z * s).half().double(), x
 
 
-def fixed_point(q, s, z, x, npart):
+def fixed_point(q, s, b, x, npart):
     top = 2 ** (8 * npart - 1) - 1
-    xb = x.reshape(-1, 128)
-    sx = (xb.abs().amax(1).float() / top).double()  # fp32 scale, as the prep kernel
-    xi = torch.round(xb / sx[:, None]).clamp(-top, top)
-    dot = (q.reshape(-1, 128) * xi).sum(1)  # exact integers (int32 in the kernel)
-    sb = s.reshape(-1, 128)[:, 0].float()
-    b = (-z.reshape(-1, 128)[:, 0] * sb.double()).half().float()  # fp16 offsets, as stored
-    y = (dot.float() * (sb * sx.float()) + b * xb.sum(1).float()).sum()
+    sx = (x.abs().amax(1).float() / top).double()  # fp32 scale, as the prep kernel
+    xi = torch.round(x / sx[:, None]).clamp(-top, top)
+    dot = (q * xi).sum(1)  # exact integers (int32 in the kernel)
+    y = (dot.float() * (s.float() * sx.float()) + b.float() * x.sum(1).float()).sum()
     return float(y.half())
 
 
-def fp32_gemv(q, s, z, x):
-    sb = s.reshape(-1, 128)[:, 0].float()
-    b = (-z.reshape(-1, 128)[:, 0] * sb.double()).half().float()
-    xb = x.reshape(-1, 128).float()
-    y = (sb * (q.reshape(-1, 128).float() * xb).sum(1) + b * xb.sum(1)).sum()
+def fp32_gemv(q, s, b, x):
+    xf = x.float()
+    y = (s.float() * (q.float() * xf).sum(1) + b.float() * xf.sum(1)).sum()
     return float(y.half())
 
 
-def ref(q, s, z, x):
-    sb = s.reshape(-1, 128)[:, 0]
-    b = (-z.reshape(-1, 128)[:, 0] * sb).half().double()
-    return float((sb * (q.reshape(-1, 128) * x.reshape(-1, 128)).sum(1) + b * x.reshape(-1, 128).sum(1)).sum())
+def ref(q, s, b, x):
+    return float((s * (q * x).sum(1) + b * x.sum(1)).sum())
 
 
 def main():
@@ -53,12 +47,12 @@ def main():
             errs = {"fp32 (shipped)": [], "dp4a, 2 bytes": [], "dp4a, 3 bytes": []}
             n = 3000
             for _ in range(n):
-                q, s, z, x = layer(g, k, bits)
-                r = ref(q, s, z, x)
+                q, s, b, x = layer(g, k, bits)
+                r = ref(q, s, b, x)
                 d = max(abs(r), 1e-30)
-                errs["fp32 (shipped)"].append(abs(fp32_gemv(q, s, z, x) - r) / d)
-                errs["dp4a, 2 bytes"].append(abs(fixed_point(q, s, z, x, 2) - r) / d)
-                errs["dp4a, 3 bytes"].append(abs(fixed_point(q, s, z, x, 3) - r) / d)
+                errs["fp32 (shipped)"].append(abs(fp32_gemv(q, s, b, x) - r) / d)
+                errs["dp4a, 2 bytes"].append(abs(fixed_point(q, s, b, x, 2) - r) / d)
+                errs["dp4a, 3 bytes"].append(abs(fixed_point(q, s, b, x, 3) - r) / d)
             for name, e in errs.items():
                 print(f"| {bits} | {k} | {n} | {name} | {max(e):.1e} | {sum(v > CHECK for v in e)} |")
 
