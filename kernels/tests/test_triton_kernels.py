@@ -80,6 +80,22 @@ def test_uniform_batch_one_block_an_iteration(bits: int) -> None:
     check(qw, uniform.run(uniform.prepare(qw), x, config), x)
 
 
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_uniform_gemv_tma(bits: int) -> None:
+    """The GEMV with its words in TMA boxes (``Config.tma``): rows past the end of the layer (40 rows, tiles
+    of 16), blocks past the end of K (3 blocks of 128, boxes of 2 or 4), split K, act-order and outliers;
+    both planes of 3-bit codes come in boxes. The interpreter runs the descriptor loads."""
+    qw = random_uniform(40, 384, bits, 128, seed=bits, device=DEVICE, act_order=True, n_outliers=7)
+    state = uniform.prepare(qw)
+    x = xs(1, 384, bits)
+    wb = 128 // common.PER[bits]
+    for config in (Config(16, 128, 4, 3, tma=True), Config(8, 64, 4, 2, 2, tma=True),
+                   Config(16, 32, 2, 4, 1, tma=True)):
+        assert all(common.tma_words(config, x, p.element_size(), wb) for p in state.planes) == (
+            INTERPRET or torch.cuda.get_device_capability()[0] >= 9)
+        check(qw, uniform.run(state, x, config), x)
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.sampled_from([1, 2, 3, 4]), st.sampled_from([8, 16, 32, 64]), st.sampled_from([2, 3, 4]),
        st.sampled_from([16, 32, 64]), st.integers(64, 256))

@@ -340,13 +340,15 @@ class Config:
     contiguous range of blocks and adds its partial into ``y`` with an fp16 atomic add; ``y`` is
     zero-filled first). Split K gives a layer with few row tiles (4096 rows at batch 16, or a long K)
     enough programs to fill the GPU; the fill is a graph node of its own, 1.2-1.8 µs a call on the H100,
-    inside the times the tuner compares (docs/results.md, v15)."""
+    inside the times the tuner compares (docs/results.md, v15). ``tma`` (uniform GEMVs): the code words come
+    through the tensor memory accelerator, ``num_stages`` boxes in flight (:func:`tma_words`)."""
 
     block_n: int
     words: int
     num_warps: int = 4
     num_stages: int = 2
     split_k: int = 1
+    tma: bool = False
 
 
 # GEMV: the session-12 list (2-8 KiB of codes per program and iteration, 256-1024 programs on the
@@ -375,6 +377,12 @@ DOT_CONFIGS = [Config(32, 32, 4, 2), Config(64, 32, 4, 3), Config(32, 64, 8, 2),
 # others tried with them were chosen by none (docs/results.md, v12). Padded to 16 rows, a batch of one was
 # 1.2-2.4x slower than the GEMV with these at every benchmark shape on the H100 (docs/results.md), so it is
 # not a candidate.
+# Uniform GEMVs with their words by TMA (sm_90): the best of session 26's prototype on the H100, (8, 128, 4, 3),
+# the configurations around it that its first sweep chose (fewer warps a program than the register loads'), and
+# their neighbours (docs/results.md, v16).
+TMA_GEMV_CONFIGS = [Config(bn, w, nw, ns, tma=True) for bn, w, nw, ns in (
+    (16, 128, 4, 3), (4, 128, 2, 3), (8, 128, 4, 3), (8, 256, 4, 3), (16, 128, 8, 3), (8, 128, 4, 2), (16, 128, 4, 4),
+    (16, 256, 4, 3), (32, 128, 4, 3), (8, 128, 2, 3), (4, 256, 2, 3), (16, 128, 2, 3))]
 TC_CONFIGS = [Config(64, 32, 4, 3, 1), Config(64, 32, 4, 3, 2), Config(64, 32, 4, 3, 4), Config(64, 64, 4, 3, 4),
               Config(128, 32, 8, 3, 2), Config(128, 32, 4, 3, 4), Config(32, 32, 4, 3, 4), Config(64, 16, 4, 4, 8),
               Config(64, 16, 4, 3, 8), Config(64, 16, 4, 4, 4), Config(128, 16, 8, 4, 4), Config(128, 16, 8, 4, 8),
@@ -412,8 +420,12 @@ def max_shared(device_index: int) -> int:
 def candidates(m: int, split: bool = True, tensor_core: bool = False) -> list[Config]:
     """The configurations tried for ``m`` activation rows (the first is the untuned default); without
     ``split`` only those of ``split_k = 1`` (kernels that always sum all of K in one program);
-    ``tensor_core``: batches use :data:`TC_CONFIGS` (the uniform kernel's weights-as-``A`` tiles)."""
-    configs = GEMV_CONFIGS if m == 1 else TC_CONFIGS if tensor_core else DOT_CONFIGS
+    ``tensor_core``: the uniform kernel's, whose batches use :data:`TC_CONFIGS` (weights-as-``A`` tiles) and
+    whose GEMV also tries :data:`TMA_GEMV_CONFIGS`."""
+    if m == 1:
+        configs = GEMV_CONFIGS + TMA_GEMV_CONFIGS if tensor_core else GEMV_CONFIGS
+    else:
+        configs = TC_CONFIGS if tensor_core else DOT_CONFIGS
     return [c for c in configs if split or c.split_k == 1]
 
 
@@ -536,6 +548,16 @@ def run_tuned(st: object, x: Tensor, tuning: Callable[[object, Tensor], tuple[tu
 def compiled_ptx(x: Tensor) -> bool:
     """Whether the kernel runs compiled on an NVIDIA GPU (inline PTX), not in Triton's interpreter or on ROCm."""
     return x.device.type == "cuda" and torch.version.hip is None and os.environ.get("TRITON_INTERPRET") != "1"
+
+
+def tma_words(c: Config, x: Tensor, word_bytes: int, wb: int) -> bool:
+    """Whether a launch at ``c`` loads its code words through the tensor memory accelerator (``c.tma``, on
+    an NVIDIA sm_90 or newer GPU or in Triton's interpreter) from planes of ``word_bytes`` words, ``wb`` a
+    block: a box's rows must be at least 16 bytes (``wb word_bytes``), so 2-bit blocks of 32 inputs and the
+    high plane of 3-bit blocks of 64 or fewer keep the register loads, as do configurations without ``tma``."""
+    if not c.tma or wb * word_bytes < 16:
+        return False
+    return not x.is_cuda or dependent_launch(x)
 
 
 def dependent_launch(x: Tensor) -> bool:

@@ -31,6 +31,10 @@ Two paths (``benchmarks/kernel_sass.py`` counts their compiled loops, ``docs/res
   instruction count does not set the time alone: a variant with the activations' side precomputed by a
   second launch (4.4 per 4-bit code) ran its main kernel no faster than v4 on the H100 (docs/results.md,
   "v5").
+  On sm_90 the GEMV's configurations with ``tma`` take each iteration's words as boxes copied by the tensor
+  memory accelerator into shared memory, several in flight (:func:`word_boxes`; since v16: on the H100 the
+  4-bit GEMV went from 7.41 / 15.30 / 15.80 µs to 6.59 / 13.27 / 13.70 at 4096² / 4096x11008 / 11008x4096,
+  torch's int4 kernel 6.80 / 14.44 / 14.51 in the same run; docs/results.md).
 - Tensor cores (batches, :func:`dot_loop`): ``Y^T = W_hat X^T`` with the weights as the register
   operand. Two codes of a word (bits ``i w`` and ``i w + 16``) become one f16x2 register ``1024 + q``
   with one shift and one LOP3, then ``(v - 1024) s + b`` with one HADD2 and one HFMA2 (inline PTX;
@@ -51,6 +55,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from lowbit.core.formats import QuantizedWeight
 
@@ -77,6 +82,7 @@ from .common import (
     run_tuned,
     split_blocks,
     store_y,
+    tma_words,
 )
 
 
@@ -267,8 +273,15 @@ def load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS: tl.cons
     w1 = w0
     if W1 > 0:
         w1 = load_words(Q1, rows, row_words, wcol, ok)
+    s, b = load_scales(S, OFF, rows, n_groups, blk, ok, GS, KB, REP)
+    return w0, w1, s, b
+
+
+@triton.jit
+def load_scales(S, OFF, rows, n_groups, blk, ok, GS: tl.constexpr, KB: tl.constexpr, REP: tl.constexpr):
+    """The fp16 scales and offsets ``(BLOCK_N, GPI)`` of kernel blocks ``blk`` (0 where not ``ok``)."""
     sp = rows[:, None] * n_groups + group_column(blk, KB, GS, REP)[None, :]
-    return (w0, w1, tl.load(S + sp, mask=ok[None, :], other=0.0), tl.load(OFF + sp, mask=ok[None, :], other=0.0))
+    return tl.load(S + sp, mask=ok[None, :], other=0.0), tl.load(OFF + sp, mask=ok[None, :], other=0.0)
 
 
 @triton.jit
@@ -323,18 +336,33 @@ def gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, MAGIC, KB: tl.constexpr,
 
 
 @triton.jit
-def gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, row_words, n_groups, b_start, b_end, MAGIC,
+def gemv_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, row_words, n_groups, b_start, b_end, MAGIC,
               GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
               HAS_PERM: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr, PREFETCH: tl.constexpr,
-              ASM: tl.constexpr, REP: tl.constexpr):
+              ASM: tl.constexpr, REP: tl.constexpr, TMA: tl.constexpr, STAGES: tl.constexpr):
     """The ``(1, BLOCK_N)`` fp32 GEMV over blocks ``b_start .. b_end`` on the CUDA cores
-    (:func:`gemv_block` per ``GPI`` blocks), reduced over K once. ``PREFETCH``
+    (:func:`gemv_block` per ``GPI`` blocks), reduced over K once. ``TMA``: each iteration's words are one
+    ``(BLOCK_N, GPI, WB)`` box of each plane (descriptors ``QD0``, ``QD1`` of the planes viewed as ``(N,
+    blocks, WB)``; rows and blocks past the end read as 0) copied by the tensor memory accelerator, the loop
+    pipelined by Triton over ``STAGES`` shared-memory buffers: a box costs one instruction to issue and its
+    wait, and ``STAGES`` of them are in flight, where register loads hold at most two iterations' words (on
+    the H100 4-bit GEMVs took 0.90-0.95x the time, docs/results.md, v16). ``PREFETCH``
     (:func:`lowbit.kernels.triton.common.loads_ahead`): each iteration's words and scales are loaded one
     step ahead into two register buffers used in turn (the loop unrolled by two), so that no loaded
     register is copied at the loop's end, which would wait for its load."""
     WB: tl.constexpr = KB // PER
     acc = tl.zeros((BLOCK_N, GPI, WB), dtype=tl.float32)
-    if PREFETCH:
+    if TMA:
+        for b0 in tl.range(b_start, b_end, GPI, num_stages=STAGES):
+            w0 = QD0.load([row0, b0, 0])
+            w1 = w0
+            if W1 > 0:
+                w1 = QD1.load([row0, b0, 0]).to(tl.int32)
+            blk = b0 + tl.arange(0, GPI)
+            sh, bh = load_scales(S, OFF, rows, n_groups, blk, blk < b_end, GS, KB, REP)
+            acc = gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM, GPI, ASM,
+                             REP)
+    elif PREFETCH:
         a0, a1, as_, ab = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b_start, b_end, GS, KB, WB, GPI, W1,
                                      REP)
         for b0 in range(b_start, b_end, 2 * GPI):
@@ -393,15 +421,16 @@ def dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words
 
 
 @triton.jit
-def main_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, MAGIC, K, b_start, b_end,
-              GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
-              HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr,
-              ASM: tl.constexpr, PREFETCH: tl.constexpr, REP: tl.constexpr):
+def main_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, offs_m, m_mask, stride_xm, row_words, MAGIC, K,
+              b_start, b_end, GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr,
+              W1: tl.constexpr, HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+              GPI: tl.constexpr, ASM: tl.constexpr, PREFETCH: tl.constexpr, REP: tl.constexpr, TMA: tl.constexpr,
+              STAGES: tl.constexpr):
     """The ``(BLOCK_M, BLOCK_N)`` fp32 sum over blocks ``b_start .. b_end``: :func:`gemv_loop` for one
     activation row (``BLOCK_M == 1``), :func:`dot_loop` for batches."""
     if BLOCK_M == 1:
-        acc = gemv_loop(X, Q0, Q1, S, OFF, PERM, rows, row_words, K // GS, b_start, b_end, MAGIC, GS, KB, PER, W0,
-                        W1, HAS_PERM, BLOCK_N, GPI, PREFETCH, ASM, REP)
+        acc = gemv_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, row_words, K // GS, b_start, b_end, MAGIC, GS,
+                        KB, PER, W0, W1, HAS_PERM, BLOCK_N, GPI, PREFETCH, ASM, REP, TMA, STAGES)
     else:
         acc = dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, K // GS, b_start, b_end,
                        GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM, REP)
@@ -409,11 +438,12 @@ def main_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_word
 
 
 @triton.jit
-def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, row_words, MAGIC,
+def uniform_kernel(X, Y, Q0, Q1, QD0, QD1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, row_words, MAGIC,
                    GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
                    HAS_PERM: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    GPI: tl.constexpr, SPLIT: tl.constexpr, SPLIT_BLOCKS, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr,
-                   PREFETCH: tl.constexpr, OUT_PROGS: tl.constexpr, REP: tl.constexpr):
+                   PREFETCH: tl.constexpr, OUT_PROGS: tl.constexpr, REP: tl.constexpr, TMA: tl.constexpr,
+                   STAGES: tl.constexpr):
     """``Y[m, n] = sum_k X[m, perm(k)] (s[n, g] q[n, k] + b[n, g])`` (``g = k // GS``, ``b = -z s``; with
     ``REP`` bit planes, kernel column ``k`` reads input ``k // (REP KB) KB + k % KB``) for
     ``BLOCK_N`` rows over blocks ``pid_k SPLIT_BLOCKS ..`` of ``KB`` inputs (all of K without split),
@@ -439,14 +469,16 @@ def uniform_kernel(X, Y, Q0, Q1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, s
             acc = outliers_end(tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), o_first, o_end, o_r, o_d, o_x, X,
                                stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL, BLOCK_M, OUT_CHUNK, OUT_PROGS)
         else:
-            acc = main_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, MAGIC, K, b_start,
-                            b_end, GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM, PREFETCH, REP)
+            acc = main_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, pid_n * BLOCK_N, offs_m, m_mask, stride_xm,
+                            row_words, MAGIC, K, b_start, b_end, GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI,
+                            ASM, PREFETCH, REP, TMA, STAGES)
     else:
         if HAS_OUT:  # the outlier walk's first loads, before the main loop
             o_first, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL,
                                                            OVAL, pid_k, BLOCK_N, OUT_CHUNK, SPLIT)
-        acc = main_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, MAGIC, K, b_start, b_end,
-                        GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM, PREFETCH, REP)
+        acc = main_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, pid_n * BLOCK_N, offs_m, m_mask, stride_xm,
+                        row_words, MAGIC, K, b_start, b_end, GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM,
+                        PREFETCH, REP, TMA, STAGES)
         if HAS_OUT:
             acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL,
                                OVAL, BLOCK_M, OUT_CHUNK, SPLIT)
@@ -460,6 +492,13 @@ def outlier_programs(st: UniformState, c: Config, bm: int) -> int:
     if st.outliers is None or bm == 1:
         return 0
     return triton.cdiv(st.outliers.tile_max.get(c.block_n, 1), out_chunk(c.block_n, st.outliers))
+
+
+def word_boxes(plane: Tensor, n_blocks: int, wb: int, block_n: int, gpi: int) -> TensorDescriptor:
+    """A TMA descriptor of a word plane ``(N, row_words)`` viewed as ``(N, n_blocks, wb)`` (blocks of ``wb``
+    words, the row padding past the last block left out), in boxes of ``(block_n, gpi, wb)``: one GEMV
+    iteration's words (:func:`gemv_loop`)."""
+    return TensorDescriptor(plane, [plane.shape[0], n_blocks, wb], [plane.stride(0), wb, 1], [block_n, gpi, wb])
 
 
 def word_aligned(x: Tensor) -> Tensor:
@@ -481,14 +520,19 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     walkers = outlier_programs(st, c, bm)
     y = output(m, n, c.split_k + walkers, x)
     grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k + walkers)
+    wb = st.block // per
+    tma = bm == 1 and all(tma_words(c, x, p.element_size(), wb) for p in st.planes)
+    boxes = [word_boxes(p, n_blocks, wb, c.block_n, gpi) for p in st.planes] if tma else st.planes
     uniform_kernel[grid](
-        x, y, st.planes[0], st.planes[-1], st.scales, st.offsets, st.perm if st.perm is not None else st.scales,
+        x, y, st.planes[0], st.planes[-1], boxes[0], boxes[-1], st.scales, st.offsets,
+        st.perm if st.perm is not None else st.scales,
         *outlier_args(st.outliers, y, c.block_n), m, n, k, x.stride(0), st.planes[0].shape[1], 0x4B000000,
         GS=st.group_size, KB=st.block, PER=per, W0=planes[0], W1=planes[1] if len(planes) > 1 else 0,
         HAS_PERM=st.perm is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
         GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k),
         OUT_CHUNK=out_chunk(c.block_n, st.outliers), ASM=x.is_cuda, PREFETCH=loads_ahead(c, bm),
-        OUT_PROGS=walkers, REP=st.rep, num_warps=c.num_warps, num_stages=c.num_stages)
+        OUT_PROGS=walkers, REP=st.rep, TMA=tma, STAGES=c.num_stages, num_warps=c.num_warps,
+        num_stages=1 if tma else c.num_stages)
     return y.to(x.dtype)
 
 
