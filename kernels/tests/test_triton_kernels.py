@@ -94,6 +94,8 @@ def test_uniform_gemv_tma(bits: int) -> None:
         assert all(common.tma_words(config, x, p.element_size(), wb) for p in state.planes) == (
             INTERPRET or torch.cuda.get_device_capability()[0] >= 9)
         check(qw, uniform.run(state, x, config), x)
+    xb = xs(17, 384, bits)
+    check(qw, uniform.run(state, xb, Config(64, 16, 4, 3, 2, tma=True)), xb)  # a batch's tl.dot tiles from boxes
 
 
 @settings(max_examples=30, deadline=None)

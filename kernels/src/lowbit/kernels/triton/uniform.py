@@ -336,6 +336,17 @@ def gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, MAGIC, KB: tl.constexpr,
 
 
 @triton.jit
+def box_words(QD0, QD1, row0, b0, W1: tl.constexpr):
+    """The ``(BLOCK_N, GPI, WB)`` words of both planes at row ``row0`` and block ``b0`` as TMA boxes
+    (:func:`word_boxes`; rows and blocks past the end read as 0), as int32."""
+    w0 = QD0.load([row0, b0, 0])
+    w1 = w0
+    if W1 > 0:
+        w1 = QD1.load([row0, b0, 0]).to(tl.int32)
+    return w0, w1
+
+
+@triton.jit
 def gemv_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, row_words, n_groups, b_start, b_end, MAGIC,
               GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
               HAS_PERM: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr, PREFETCH: tl.constexpr,
@@ -354,10 +365,7 @@ def gemv_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, row_words, n_groups
     acc = tl.zeros((BLOCK_N, GPI, WB), dtype=tl.float32)
     if TMA:
         for b0 in tl.range(b_start, b_end, GPI, num_stages=STAGES):
-            w0 = QD0.load([row0, b0, 0])
-            w1 = w0
-            if W1 > 0:
-                w1 = QD1.load([row0, b0, 0]).to(tl.int32)
+            w0, w1 = box_words(QD0, QD1, row0, b0, W1)
             blk = b0 + tl.arange(0, GPI)
             sh, bh = load_scales(S, OFF, rows, n_groups, blk, blk < b_end, GS, KB, REP)
             acc = gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM, GPI, ASM,
@@ -385,10 +393,10 @@ def gemv_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, row_words, n_groups
 
 
 @triton.jit
-def dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, n_groups, b_start, b_end,
-             GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
+def dot_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, offs_m, m_mask, stride_xm, row_words, n_groups, b_start,
+             b_end, GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
              HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr,
-             ASM: tl.constexpr, REP: tl.constexpr):
+             ASM: tl.constexpr, REP: tl.constexpr, TMA: tl.constexpr):
     """The ``(BLOCK_M, BLOCK_N)`` fp32 tile over blocks ``b_start .. b_end`` on the tensor cores with the
     operands swapped, ``Y^T = W_hat X^T``: the dequantized weights are the register operand (``A``,
     ``BLOCK_N`` rows: a 64-row wgmma on Hopper) and only the activation tile goes through shared memory;
@@ -404,7 +412,12 @@ def dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words
     for b0 in range(b_start, b_end, GPI):
         blk = b0 + r // (2 * WB)
         ok = blk < b_end
-        w0, w1, s, b = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS, KB, WB, GPI, W1, REP)
+        if TMA:
+            w0, w1 = box_words(QD0, QD1, row0, b0, W1)
+            s, b = load_scales(S, OFF, rows, n_groups, b0 + tl.arange(0, GPI), b0 + tl.arange(0, GPI) < b_end, GS, KB,
+                               REP)
+        else:
+            w0, w1, s, b = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS, KB, WB, GPI, W1, REP)
         s2 = half2(s)[:, :, None]
         b2 = half2(b)[:, :, None]
         if W1 > 0:
@@ -432,8 +445,8 @@ def main_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, offs_m, m_mask, str
         acc = gemv_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, row_words, K // GS, b_start, b_end, MAGIC, GS,
                         KB, PER, W0, W1, HAS_PERM, BLOCK_N, GPI, PREFETCH, ASM, REP, TMA, STAGES)
     else:
-        acc = dot_loop(X, Q0, Q1, S, OFF, PERM, rows, offs_m, m_mask, stride_xm, row_words, K // GS, b_start, b_end,
-                       GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM, REP)
+        acc = dot_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, offs_m, m_mask, stride_xm, row_words, K // GS,
+                       b_start, b_end, GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM, REP, TMA)
     return acc
 
 
@@ -521,7 +534,7 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     y = output(m, n, c.split_k + walkers, x)
     grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k + walkers)
     wb = st.block // per
-    tma = bm == 1 and all(tma_words(c, x, p.element_size(), wb) for p in st.planes)
+    tma = all(tma_words(c, x, p.element_size(), wb) for p in st.planes)
     boxes = [word_boxes(p, n_blocks, wb, c.block_n, gpi) for p in st.planes] if tma else st.planes
     uniform_kernel[grid](
         x, y, st.planes[0], st.planes[-1], boxes[0], boxes[-1], st.scales, st.offsets,
@@ -532,7 +545,7 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
         GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k),
         OUT_CHUNK=out_chunk(c.block_n, st.outliers), ASM=x.is_cuda, PREFETCH=loads_ahead(c, bm),
         OUT_PROGS=walkers, REP=st.rep, TMA=tma, STAGES=c.num_stages, num_warps=c.num_warps,
-        num_stages=1 if tma else c.num_stages)
+        num_stages=1 if tma and bm == 1 else c.num_stages)
     return y.to(x.dtype)
 
 
