@@ -211,6 +211,22 @@ def test_table_paths(widths: int | tuple[int, ...]) -> None:
         check(qw, column_tables.run(state, x, config), x)
 
 
+@pytest.mark.parametrize("widths", [4, (2, 3, 4)])
+def test_table_tma(widths: int | tuple[int, ...]) -> None:
+    """GEMVs whose 4-bit segments take their words in TMA boxes (``Config.tma``): a partial row tile (36 rows),
+    boxes past the segment's columns (and past its end: the last tile), split K, mixed widths whose other
+    segments keep the register loads; a batch at a ``tma`` configuration keeps the register loads."""
+    bits = widths if isinstance(widths, int) else random_widths(200, widths, 5, DEVICE)
+    d_in = 256 if isinstance(widths, int) else bits.numel()
+    qw = random_table(36, d_in, bits, seed=6, device=DEVICE, n_outliers=5)
+    state = column_tables.prepare(qw)
+    for m, config in [(1, Config(32, 128, 4, 3, 1, tma=True)), (1, Config(32, 64, 4, 2, 2, tma=True)),
+                      (5, Config(32, 32, 4, 3, 2, tma=True))]:  # (a batch: register loads)
+        x = xs(m, d_in, m)
+        assert common.tma_words(config, x, 4, 4) == (INTERPRET or torch.cuda.get_device_capability()[0] >= 9)
+        check(qw, column_tables.run(state, x, config), x)
+
+
 @pytest.mark.parametrize("bits", [1, 2, 3])
 def test_table_edges(bits: int) -> None:
     """Single widths of 1-3 bits on 40 inputs (padded to 64, the padding masked) and 20 rows (a partial

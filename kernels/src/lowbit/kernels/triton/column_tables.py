@@ -29,6 +29,9 @@ activations and table planes loaded before this one's arithmetic), accumulates `
 ``(KR, BT / RPW, RPW)`` tile and reduces it over K once. **Batches**: the looked-up ``(KR, BT)`` tile (on
 NVIDIA GPUs the fp16 entries as the PRMTs leave them, no widening; in the activations' dtype) goes to
 ``tl.dot``.
+On sm_90 the GEMV's configurations with ``tma`` take a 4-bit segment's words as ``(KR, BT / RPW)`` boxes
+copied by the tensor memory accelerator, pipelined over ``num_stages`` buffers (:func:`segment_boxes`; its 16-byte
+rows exclude the 1- to 3-bit segments, whose word rows are 4 or 8 bytes; since v16).
 ``split_k`` programs share a row tile along K and add their partials atomically (into a zero-filled
 ``y``).
 
@@ -48,6 +51,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from lowbit.core.formats import QuantizedWeight
 
@@ -66,6 +70,7 @@ from .common import (
     run_tuned,
     signed_bits,
     store_y,
+    tma_words,
 )
 
 BT = 32  # output rows per tile (and per program)
@@ -83,6 +88,10 @@ GROUP_SHIFT = {1: (0, 1, 2, 3, 16, 17, 18, 19), 2: (0, 2, 16, 18), 3: (0, 2, 16,
 GEMV_CONFIGS = [Config(BT, kr, nw, 1, sp) for kr in (256, 512, 128, 1024) for nw in (8, 16, 4) for sp in (1, 2)
                 if kr * BT <= 4096 * nw]
 DOT_CONFIGS = [Config(BT, kr, nw, 1, sp) for kr in (64, 32, 128) for nw in (4, 8) for sp in (1, 2, 4)]
+# GEMVs with the 4-bit segments' words through TMA (sm_90; boxes of at most 256 columns), 2-3 buffers. On the H100
+# (docs/results.md, v16) 256 columns on 4 warps took 11.20 / 24.80 / 20.91 µs where the register loads of the same
+# tile took 13.15 / 30.33 / 22.72 (4-bit); batches from boxes were 1.1-1.4x slower, so they take none.
+GEMV_CONFIGS += [Config(BT, 256, nw, ns, sp, tma=True) for nw in (4, 2, 8) for ns in (3, 2) for sp in (1, 2)]
 
 
 def row_shift(bits: int, r: int) -> int:
@@ -362,15 +371,18 @@ def load_planes(TT, po, ks, ok, B: tl.constexpr):
 
 @triton.jit
 def load_step(Q, QH, X, stride_xm, offs_m, m_mask, PERM, base, hbase, ks, hi, k_valid, ko, B: tl.constexpr,
-              BNW: tl.constexpr, HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr):
+              BNW: tl.constexpr, HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr, WORDS: tl.constexpr):
     """One iteration's loads for columns ``ks`` ``(KR,)`` (valid below ``hi``): the ``(KR, BNW)`` words (and
-    high bits), the activations of input ``PERM[ko + k]`` (zero past ``k_valid``): ``(KR,)`` for a GEMV,
-    else ``(KR, BLOCK_M)``. ``base``, ``hbase``: the first word of the row tile (multiples of 32)."""
+    high bits; ``WORDS`` False: neither, the TMA loop's boxes bring them), the activations of input ``PERM[ko +
+    k]`` (zero past ``k_valid``): ``(KR,)`` for a GEMV, else ``(KR, BLOCK_M)``. ``base``, ``hbase``: the first
+    word of the row tile (multiples of 32)."""
     ok = ks < hi
     cols = tl.arange(0, BNW)
-    w = tl.load(Q + base + ks[:, None] * BNW + cols[None, :], mask=ok[:, None], other=0)
+    w = ks
+    if WORDS:
+        w = tl.load(Q + base + ks[:, None] * BNW + cols[None, :], mask=ok[:, None], other=0)
     h = w
-    if B == 3:
+    if B == 3 and WORDS:
         h = tl.load(QH + hbase + ks[:, None] * BNW + cols[None, :], mask=ok[:, None], other=0).to(tl.int32)
     kx = ko + ks
     okx = ok & (ks < k_valid)
@@ -384,16 +396,15 @@ def load_step(Q, QH, X, stride_xm, offs_m, m_mask, PERM, base, hbase, ks, hi, k_
 
 
 @triton.jit
-def segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, wo, ko, po, k_pad, k_valid,
+def segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, QD, TT, PERM, tile, part, wo, ko, po, k_pad, k_valid,
             B: tl.constexpr, KR: tl.constexpr, SPLIT: tl.constexpr, HAS_PERM: tl.constexpr,
-            BLOCK_M: tl.constexpr, ASM: tl.constexpr):
+            BLOCK_M: tl.constexpr, ASM: tl.constexpr, TMA: tl.constexpr, STAGES: tl.constexpr):
     """``acc`` ``(BLOCK_M, BT)`` fp32 plus ``x W_hat^T`` over part ``part`` of ``SPLIT`` of one segment's
     columns for row tile ``tile``. A GEMV sums ``v x`` into a ``(KR, BNW, RPW)`` tile and reduces it over K
     after the loop; batches add each iteration's ``tl.dot`` into ``acc``."""
     RPW: tl.constexpr = 16 if B == 3 else 32 // B
     BNW: tl.constexpr = 32 // RPW  # BT / RPW
-    if BLOCK_M == 1:
-        acc3 = tl.zeros((KR, BNW, RPW), dtype=tl.float32)
+    acc3 = tl.zeros((KR, BNW, RPW) if BLOCK_M == 1 else (1, 1, 1), dtype=tl.float32)  # the GEMV's accumulator
     span = tl.cdiv(tl.cdiv(k_pad, SPLIT), KR) * KR
     lo = part * span
     hi = tl.minimum(lo + span, k_pad)
@@ -401,37 +412,65 @@ def segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, wo, 
     # BNW words of a column in one load), which gives the words the layout of the 1-D activations and planes
     base = tl.multiple_of(wo + tile * k_pad * BNW, 32)
     hbase = tl.multiple_of(tile * k_pad * BNW, 32)
-    ks = lo + tl.arange(0, KR)
-    wn, hn, xn = load_step(Q, QH, X, stride_xm, offs_m, m_mask, PERM, base, hbase, ks, hi, k_valid, ko, B, BNW,
-                           HAS_PERM, BLOCK_M)
-    tn0, tn1, tn2, tn3, tn4, tn5, tn6, tn7 = load_planes(TT, po, ks, ks < hi, B)
-    for k0 in range(lo, hi, KR):
-        w, h, x = wn, hn, xn
-        t0, t1, t2, t3, t4, t5, t6, t7 = tn0, tn1, tn2, tn3, tn4, tn5, tn6, tn7
-        kn = k0 + KR + tl.arange(0, KR)
-        wn, hn, xn = load_step(Q, QH, X, stride_xm, offs_m, m_mask, PERM, base, hbase, kn, hi, k_valid, ko, B, BNW,
-                               HAS_PERM, BLOCK_M)
-        tn0, tn1, tn2, tn3, tn4, tn5, tn6, tn7 = load_planes(TT, po, kn, kn < hi, B)
-        kc = k0 + tl.arange(0, KR)
-        v = values(w, h, t0[:, None], t1[:, None], t2[:, None], t3[:, None], t4[:, None], t5[:, None], t6[:, None],
-                   t7[:, None], TT, plane_offsets(po, kc, B)[:, None, None], (kc < hi)[:, None, None],
-                   B, ASM, BLOCK_M > 1)
-        if BLOCK_M == 1:
-            acc3 += v * x.to(tl.float32)[:, None, None]
-        else:
-            acc = tl.dot(tl.trans(x), tl.reshape(v, (KR, 32)).to(x.dtype), acc)
+    if TMA:  # 4-bit words as (KR, BNW) boxes of the segment's (tiles k_pad, BNW) words, STAGES in flight
+        for k0 in tl.range(lo, hi, KR, num_stages=STAGES):
+            kc = k0 + tl.arange(0, KR)
+            _, _, x = load_step(Q, QH, X, stride_xm, offs_m, m_mask, PERM, base, hbase, kc, hi, k_valid, ko, B, BNW,
+                                HAS_PERM, BLOCK_M, False)
+            w = QD.load([tile * k_pad + k0, 0])
+            t0, t1, t2, t3, t4, t5, t6, t7 = load_planes(TT, po, kc, kc < hi, B)
+            acc, acc3 = add_values(acc, acc3, w, w, t0, t1, t2, t3, t4, t5, t6, t7, x, TT, po, kc, hi, B, ASM, BLOCK_M)
+    else:
+        acc, acc3 = segment_loop(acc, acc3, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, lo, hi, base, hbase, ko,
+                                 po, k_valid, B, KR, BNW, HAS_PERM, BLOCK_M, ASM)
     if BLOCK_M == 1:
         acc += tl.reshape(tl.sum(acc3, axis=0), (1, 32))
     return acc
 
 
 @triton.jit
-def column_table_kernel(X, Y, Q, QH, TT, PERM, PTR, OROW, OCOL, OVAL, M, N, stride_xm,
+def add_values(acc, acc3, w, h, t0, t1, t2, t3, t4, t5, t6, t7, x, TT, po, kc, hi, B: tl.constexpr, ASM: tl.constexpr,
+               BLOCK_M: tl.constexpr):
+    """One iteration's arithmetic: the entries of words ``w`` (high bits ``h``) for columns ``kc`` times the
+    activations ``x``, into ``acc3`` (GEMV) or through ``tl.dot`` into ``acc`` (batches)."""
+    v = values(w, h, t0[:, None], t1[:, None], t2[:, None], t3[:, None], t4[:, None], t5[:, None], t6[:, None],
+               t7[:, None], TT, plane_offsets(po, kc, B)[:, None, None], (kc < hi)[:, None, None], B, ASM, BLOCK_M > 1)
+    if BLOCK_M == 1:
+        acc3 += v * x.to(tl.float32)[:, None, None]
+    else:
+        acc = tl.dot(tl.trans(x), tl.reshape(v, (kc.shape[0], 32)).to(x.dtype), acc)
+    return acc, acc3
+
+
+@triton.jit
+def segment_loop(acc, acc3, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, lo, hi, base, hbase, ko, po, k_valid,
+                 B: tl.constexpr, KR: tl.constexpr, BNW: tl.constexpr, HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr,
+                 ASM: tl.constexpr):
+    """:func:`segment`'s loop with register loads, the next iteration's issued before this one's arithmetic."""
+    ks = lo + tl.arange(0, KR)
+    wn, hn, xn = load_step(Q, QH, X, stride_xm, offs_m, m_mask, PERM, base, hbase, ks, hi, k_valid, ko, B, BNW,
+                           HAS_PERM, BLOCK_M, True)
+    tn0, tn1, tn2, tn3, tn4, tn5, tn6, tn7 = load_planes(TT, po, ks, ks < hi, B)
+    for k0 in range(lo, hi, KR):
+        w, h, x = wn, hn, xn
+        t0, t1, t2, t3, t4, t5, t6, t7 = tn0, tn1, tn2, tn3, tn4, tn5, tn6, tn7
+        kn = k0 + KR + tl.arange(0, KR)
+        wn, hn, xn = load_step(Q, QH, X, stride_xm, offs_m, m_mask, PERM, base, hbase, kn, hi, k_valid, ko, B, BNW,
+                               HAS_PERM, BLOCK_M, True)
+        tn0, tn1, tn2, tn3, tn4, tn5, tn6, tn7 = load_planes(TT, po, kn, kn < hi, B)
+        acc, acc3 = add_values(acc, acc3, w, h, t0, t1, t2, t3, t4, t5, t6, t7, x, TT, po, k0 + tl.arange(0, KR), hi, B,
+                               ASM, BLOCK_M)
+    return acc, acc3
+
+
+@triton.jit
+def column_table_kernel(X, Y, Q, QH, QD0, QD1, QD2, QD3, TT, PERM, PTR, OROW, OCOL, OVAL, M, N, stride_xm,
                         WO0, KO0, PO0, KP0, KV0, WO1, KO1, PO1, KP1, KV1, WO2, KO2, PO2, KP2, KV2,
                         WO3, KO3, PO3, KP3, KV3,
                         B0: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr, B3: tl.constexpr,
                         KR: tl.constexpr, SPLIT: tl.constexpr, PARTS: tl.constexpr, HAS_PERM: tl.constexpr,
-                        HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr):
+                        HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr,
+                        TMA: tl.constexpr, STAGES: tl.constexpr):
     """``Y[m, n] += sum_k X[m, perm(k)] T[k, q[n, k]]`` over the columns of one segment's part, for row tile
     ``program_id(0)`` (of :data:`BT` rows) and rows ``program_id(1)`` of ``X``: ``program_id(2)`` is segment
     ``% NSEG``, part ``// NSEG`` of its columns (``NSEG = PARTS / SPLIT`` segments). Up to four segments of widths
@@ -452,20 +491,20 @@ def column_table_kernel(X, Y, Q, QH, TT, PERM, PTR, OROW, OCOL, OVAL, M, N, stri
                                                        z, 32, OUT_CHUNK, PARTS)
     acc = tl.zeros((BLOCK_M, 32), dtype=tl.float32)
     if seg == 0:  # (one width: NSEG = 1, seg folds to 0 and the branch away)
-        acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO0, KO0, PO0, KP0, KV0, B0,
-                      KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
+        acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, QD0, TT, PERM, tile, part, WO0, KO0, PO0, KP0,
+                      KV0, B0, KR, SPLIT, HAS_PERM, BLOCK_M, ASM, TMA and B0 == 4, STAGES)
     if B1 > 0:
         if seg == 1:
-            acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO1, KO1, PO1, KP1, KV1, B1,
-                          KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
+            acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, QD1, TT, PERM, tile, part, WO1, KO1, PO1, KP1,
+                          KV1, B1, KR, SPLIT, HAS_PERM, BLOCK_M, ASM, TMA and B1 == 4, STAGES)
     if B2 > 0:
         if seg == 2:
-            acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO2, KO2, PO2, KP2, KV2, B2,
-                          KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
+            acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, QD2, TT, PERM, tile, part, WO2, KO2, PO2, KP2,
+                          KV2, B2, KR, SPLIT, HAS_PERM, BLOCK_M, ASM, TMA and B2 == 4, STAGES)
     if B3 > 0:
         if seg == 3:
-            acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, tile, part, WO3, KO3, PO3, KP3, KV3, B3,
-                          KR, SPLIT, HAS_PERM, BLOCK_M, ASM)
+            acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, QD3, TT, PERM, tile, part, WO3, KO3, PO3, KP3,
+                          KV3, B3, KR, SPLIT, HAS_PERM, BLOCK_M, ASM, TMA and B3 == 4, STAGES)
     if HAS_OUT:
         acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
                            BLOCK_M, OUT_CHUNK, PARTS)
@@ -473,6 +512,14 @@ def column_table_kernel(X, Y, Q, QH, TT, PERM, PTR, OROW, OCOL, OVAL, M, N, stri
 
 
 # ------------------------------------------------------------------------------------------------- launch
+
+
+def segment_boxes(st: ColumnTableState, s: Segment, kr: int) -> TensorDescriptor:
+    """A TMA descriptor of a 4-bit segment's words viewed as ``(tiles k_pad, BT / RPW)`` (one 16-byte row a
+    column of a row tile), in boxes of ``kr`` columns: one iteration's words (:func:`segment`)."""
+    bnw = BT // RPW[s.bits]
+    rows = triton.cdiv(st.shape[0], BT) * s.k_pad
+    return TensorDescriptor(st.words[s.word_offset:s.word_offset + rows * bnw], [rows, bnw], [bnw, 1], [kr, bnw])
 
 
 def _launch(st: ColumnTableState, x: Tensor, c: Config) -> Tensor:
@@ -488,13 +535,15 @@ def _launch(st: ColumnTableState, x: Tensor, c: Config) -> Tensor:
     y = output(m, n, parts, x)
     segs = st.segments + [Segment(0, 0, 0, 0, 0, 0)] * (MAX_SEGMENTS - len(st.segments))
     ints = [v for s in segs for v in (s.word_offset, s.col_offset, s.plane_offset, s.k_pad, s.k)]
+    tma = bm == 1 and c.words <= 256 and tma_words(c, x, 4, BT // RPW[4])  # GEMVs (batches measured slower)
+    boxes = [segment_boxes(st, s, c.words) if tma and s.bits == 4 else st.words for s in segs]
     column_table_kernel[(triton.cdiv(n, BT), triton.cdiv(m, bm), parts)](
-        x, y, st.words, st.high if st.high is not None else st.words, st.planes,
+        x, y, st.words, st.high if st.high is not None else st.words, *boxes, st.planes,
         st.cols if st.cols is not None else st.planes, *outlier_args(st.outliers, y), m, n, x.stride(0), *ints,
         **{f"B{i}": s.bits for i, s in enumerate(segs)}, KR=c.words, SPLIT=c.split_k, PARTS=parts,
         HAS_PERM=st.cols is not None,
         HAS_OUT=st.outliers is not None, BLOCK_M=bm, OUT_CHUNK=out_chunk(BT, st.outliers),
-        ASM=compiled_ptx(x), num_warps=c.num_warps, num_stages=1)
+        ASM=compiled_ptx(x), TMA=tma, STAGES=c.num_stages, num_warps=c.num_warps, num_stages=1)
     return y.to(x.dtype)
 
 
