@@ -72,6 +72,7 @@ def compile_kernel(fn, constexprs: dict, num_warps: int, num_stages: int):
     from triton.compiler import ASTSource
 
     names = fn.arg_names
+    constexprs = {"TMA": False, "STAGES": 1, **constexprs}  # register word loads unless asked (since v16)
     const = {k: v for k, v in constexprs.items() if k in names}
     sig = {n: "constexpr" if n in const else POINTER_TYPES.get(n, "*fp16") if n in POINTERS else "i32" for n in names}
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in names if n in POINTERS or n in DIV16}

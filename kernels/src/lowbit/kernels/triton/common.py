@@ -340,8 +340,9 @@ class Config:
     contiguous range of blocks and adds its partial into ``y`` with an fp16 atomic add; ``y`` is
     zero-filled first). Split K gives a layer with few row tiles (4096 rows at batch 16, or a long K)
     enough programs to fill the GPU; the fill is a graph node of its own, 1.2-1.8 µs a call on the H100,
-    inside the times the tuner compares (docs/results.md, v15). ``tma`` (the uniform kernel): the code words
-    come through the tensor memory accelerator, ``num_stages`` boxes in flight (:func:`tma_words`)."""
+    inside the times the tuner compares (docs/results.md, v15). ``tma`` (the uniform kernel; column tables'
+    GEMVs): the code words come through the tensor memory accelerator, ``num_stages`` boxes in flight
+    (:func:`tma_words`)."""
 
     block_n: int
     words: int
@@ -553,9 +554,10 @@ def compiled_ptx(x: Tensor) -> bool:
 
 def tma_words(c: Config, x: Tensor, word_bytes: int, wb: int) -> bool:
     """Whether a launch at ``c`` loads its code words through the tensor memory accelerator (``c.tma``, on
-    an NVIDIA sm_90 or newer GPU or in Triton's interpreter) from planes of ``word_bytes`` words, ``wb`` a
-    block: a box's rows must be at least 16 bytes (``wb word_bytes``), so 2-bit blocks of 32 inputs and the
-    high plane of 3-bit blocks of 64 or fewer keep the register loads, as do configurations without ``tma``."""
+    an NVIDIA sm_90 or newer GPU or in Triton's interpreter) from planes of ``word_bytes``-byte words, ``wb``
+    of them a box row: a box's rows must be at least 16 bytes, so the uniform kernel's 2-bit blocks of 32
+    inputs and the high plane of 3-bit blocks of 64 or fewer keep the register loads, as do configurations
+    without ``tma``."""
     if not c.tma or wb * word_bytes < 16:
         return False
     return not x.is_cuda or dependent_launch(x)

@@ -34,7 +34,8 @@ Two paths (``benchmarks/kernel_sass.py`` counts their compiled loops, ``docs/res
   On sm_90 the GEMV's configurations with ``tma`` take each iteration's words as boxes copied by the tensor
   memory accelerator into shared memory, several in flight (:func:`word_boxes`; since v16: on the H100 the
   4-bit GEMV went from 7.41 / 15.30 / 15.80 µs to 6.59 / 13.27 / 13.70 at 4096² / 4096x11008 / 11008x4096,
-  torch's int4 kernel 6.80 / 14.44 / 14.51 in the same run; docs/results.md).
+  torch's int4 kernel 6.80 / 14.44 / 14.51 in the same run; docs/results.md). The batches' tiles can take
+  their words from the same boxes (every batch-16 key of the H100's file chose that, v16).
 - Tensor cores (batches, :func:`dot_loop`): ``Y^T = W_hat X^T`` with the weights as the register
   operand. Two codes of a word (bits ``i w`` and ``i w + 16``) become one f16x2 register ``1024 + q``
   with one shift and one LOP3, then ``(v - 1024) s + b`` with one HADD2 and one HFMA2 (inline PTX;
