@@ -33,8 +33,8 @@ Two paths (``benchmarks/kernel_sass.py`` counts their compiled loops, ``docs/res
   "v5").
   On sm_90 the GEMV's configurations with ``tma`` take each iteration's words as boxes copied by the tensor
   memory accelerator into shared memory, several in flight (:func:`word_boxes`; since v16: on the H100 the
-  4-bit GEMV went from 7.41 / 15.30 / 15.80 µs to 6.59 / 13.27 / 13.70 at 4096² / 4096x11008 / 11008x4096,
-  torch's int4 kernel 6.80 / 14.44 / 14.51 in the same run; docs/results.md). The batches' tiles can take
+  4-bit GEMV went from 7.41 / 15.30 / 15.80 µs to 6.55 / 13.26 / 13.58 at 4096² / 4096x11008 / 11008x4096,
+  torch's int4 kernel 6.82 / 14.68 / 14.57 in the same run; docs/results.md). The batches' tiles can take
   their words from the same boxes (every batch-16 key of the H100's file chose that, v16).
 - Tensor cores (batches, :func:`dot_loop`): ``Y^T = W_hat X^T`` with the weights as the register
   operand. Two codes of a word (bits ``i w`` and ``i w + 16``) become one f16x2 register ``1024 + q``
@@ -358,7 +358,8 @@ def gemv_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, row_words, n_groups
     blocks, WB)``; rows and blocks past the end read as 0) copied by the tensor memory accelerator, the loop
     pipelined by Triton over ``STAGES`` shared-memory buffers: a box costs one instruction to issue and its
     wait, and ``STAGES`` of them are in flight, where register loads hold at most two iterations' words (on
-    the H100 4-bit GEMVs took 0.90-0.95x the time, docs/results.md, v16). ``PREFETCH``
+    the H100's batch-1 sweep the best 4-bit TMA configuration took 0.86-0.88x the best register one's time,
+    docs/results.md, v16). ``PREFETCH``
     (:func:`lowbit.kernels.triton.common.loads_ahead`): each iteration's words and scales are loaded one
     step ahead into two register buffers used in turn (the loop unrolled by two), so that no loaded
     register is copied at the loop's end, which would wait for its load."""
