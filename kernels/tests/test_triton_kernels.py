@@ -88,11 +88,9 @@ def test_uniform_gemv_tma(bits: int) -> None:
     qw = random_uniform(40, 384, bits, 128, seed=bits, device=DEVICE, act_order=True, n_outliers=7)
     state = uniform.prepare(qw)
     x = xs(1, 384, bits)
-    wb = 128 // common.PER[bits]
     for config in (Config(16, 128, 4, 3, tma=True), Config(8, 64, 4, 2, 2, tma=True),
                    Config(16, 32, 2, 4, 1, tma=True)):
-        assert all(common.tma_words(config, x, p.element_size(), wb) for p in state.planes) == (
-            INTERPRET or torch.cuda.get_device_capability()[0] >= 9)
+        assert uniform.word_tma(state, config, x) == (INTERPRET or torch.cuda.get_device_capability()[0] >= 9)
         check(qw, uniform.run(state, x, config), x)
     xb = xs(17, 384, bits)
     check(qw, uniform.run(state, xb, Config(64, 16, 4, 3, 2, tma=True)), xb)  # a batch's tl.dot tiles from boxes
@@ -223,7 +221,8 @@ def test_table_tma(widths: int | tuple[int, ...]) -> None:
     for m, config in [(1, Config(32, 128, 4, 3, 1, tma=True)), (1, Config(32, 64, 4, 2, 2, tma=True)),
                       (5, Config(32, 32, 4, 3, 2, tma=True))]:  # (a batch: register loads)
         x = xs(m, d_in, m)
-        assert common.tma_words(config, x, 4, 4) == (INTERPRET or torch.cuda.get_device_capability()[0] >= 9)
+        tma = m == 1 and (INTERPRET or torch.cuda.get_device_capability()[0] >= 9)
+        assert column_tables.word_tma(config, x) == tma
         check(qw, column_tables.run(state, x, config), x)
 
 

@@ -371,28 +371,32 @@ def load_planes(TT, po, ks, ok, B: tl.constexpr):
 
 @triton.jit
 def load_step(Q, QH, X, stride_xm, offs_m, m_mask, PERM, base, hbase, ks, hi, k_valid, ko, B: tl.constexpr,
-              BNW: tl.constexpr, HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr, WORDS: tl.constexpr):
+              BNW: tl.constexpr, HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr):
     """One iteration's loads for columns ``ks`` ``(KR,)`` (valid below ``hi``): the ``(KR, BNW)`` words (and
-    high bits; ``WORDS`` False: neither, the TMA loop's boxes bring them), the activations of input ``PERM[ko +
-    k]`` (zero past ``k_valid``): ``(KR,)`` for a GEMV, else ``(KR, BLOCK_M)``. ``base``, ``hbase``: the first
-    word of the row tile (multiples of 32)."""
+    high bits) and the activations (:func:`load_acts`). ``base``, ``hbase``: the first word of the row tile
+    (multiples of 32)."""
     ok = ks < hi
     cols = tl.arange(0, BNW)
-    w = ks
-    if WORDS:
-        w = tl.load(Q + base + ks[:, None] * BNW + cols[None, :], mask=ok[:, None], other=0)
+    w = tl.load(Q + base + ks[:, None] * BNW + cols[None, :], mask=ok[:, None], other=0)
     h = w
-    if B == 3 and WORDS:
+    if B == 3:
         h = tl.load(QH + hbase + ks[:, None] * BNW + cols[None, :], mask=ok[:, None], other=0).to(tl.int32)
+    return w, h, load_acts(X, stride_xm, offs_m, m_mask, PERM, ks, hi, k_valid, ko, HAS_PERM, BLOCK_M)
+
+
+@triton.jit
+def load_acts(X, stride_xm, offs_m, m_mask, PERM, ks, hi, k_valid, ko, HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr):
+    """The activations of input ``PERM[ko + k]`` for columns ``ks`` (zero at or past ``hi`` and ``k_valid``):
+    ``(KR,)`` for a GEMV, else ``(KR, BLOCK_M)``."""
     kx = ko + ks
-    okx = ok & (ks < k_valid)
+    okx = (ks < hi) & (ks < k_valid)
     if HAS_PERM:
         kx = tl.load(PERM + kx, mask=okx, other=0)
     if BLOCK_M == 1:
         x = tl.load(X + kx, mask=okx, other=0.0)
     else:
         x = tl.load(X + offs_m[None, :] * stride_xm + kx[:, None], mask=okx[:, None] & m_mask[None, :], other=0.0)
-    return w, h, x
+    return x
 
 
 @triton.jit
@@ -415,8 +419,7 @@ def segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, QD, TT, PERM, tile, part, 
     if TMA:  # 4-bit words as (KR, BNW) boxes of the segment's (tiles k_pad, BNW) words, STAGES in flight
         for k0 in tl.range(lo, hi, KR, num_stages=STAGES):
             kc = k0 + tl.arange(0, KR)
-            _, _, x = load_step(Q, QH, X, stride_xm, offs_m, m_mask, PERM, base, hbase, kc, hi, k_valid, ko, B, BNW,
-                                HAS_PERM, BLOCK_M, False)
+            x = load_acts(X, stride_xm, offs_m, m_mask, PERM, kc, hi, k_valid, ko, HAS_PERM, BLOCK_M)
             w = QD.load([tile * k_pad + k0, 0])
             t0, t1, t2, t3, t4, t5, t6, t7 = load_planes(TT, po, kc, kc < hi, B)
             acc, acc3 = add_values(acc, acc3, w, w, t0, t1, t2, t3, t4, t5, t6, t7, x, TT, po, kc, hi, B, ASM, BLOCK_M)
@@ -449,14 +452,14 @@ def segment_loop(acc, acc3, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, lo, h
     """:func:`segment`'s loop with register loads, the next iteration's issued before this one's arithmetic."""
     ks = lo + tl.arange(0, KR)
     wn, hn, xn = load_step(Q, QH, X, stride_xm, offs_m, m_mask, PERM, base, hbase, ks, hi, k_valid, ko, B, BNW,
-                           HAS_PERM, BLOCK_M, True)
+                           HAS_PERM, BLOCK_M)
     tn0, tn1, tn2, tn3, tn4, tn5, tn6, tn7 = load_planes(TT, po, ks, ks < hi, B)
     for k0 in range(lo, hi, KR):
         w, h, x = wn, hn, xn
         t0, t1, t2, t3, t4, t5, t6, t7 = tn0, tn1, tn2, tn3, tn4, tn5, tn6, tn7
         kn = k0 + KR + tl.arange(0, KR)
         wn, hn, xn = load_step(Q, QH, X, stride_xm, offs_m, m_mask, PERM, base, hbase, kn, hi, k_valid, ko, B, BNW,
-                               HAS_PERM, BLOCK_M, True)
+                               HAS_PERM, BLOCK_M)
         tn0, tn1, tn2, tn3, tn4, tn5, tn6, tn7 = load_planes(TT, po, kn, kn < hi, B)
         acc, acc3 = add_values(acc, acc3, w, h, t0, t1, t2, t3, t4, t5, t6, t7, x, TT, po, k0 + tl.arange(0, KR), hi, B,
                                ASM, BLOCK_M)
@@ -522,6 +525,13 @@ def segment_boxes(st: ColumnTableState, s: Segment, kr: int) -> TensorDescriptor
     return TensorDescriptor(st.words[s.word_offset:s.word_offset + rows * bnw], [rows, bnw], [bnw, 1], [kr, bnw])
 
 
+def word_tma(c: Config, x: Tensor) -> bool:
+    """Whether a launch at ``c`` takes its 4-bit segments' words as TMA boxes (:func:`segment_boxes`): GEMVs
+    only (batches from boxes measured slower), boxes of at most 256 columns, 16-byte rows
+    (:func:`lowbit.kernels.triton.common.tma_words`)."""
+    return x.shape[0] == 1 and c.words <= 256 and tma_words(c, x, 4, BT // RPW[4])
+
+
 def _launch(st: ColumnTableState, x: Tensor, c: Config) -> Tensor:
     """One launch: grid (row tiles, row blocks of ``x``, segments x ``split_k``); ``c.words`` columns an
     iteration."""
@@ -535,7 +545,7 @@ def _launch(st: ColumnTableState, x: Tensor, c: Config) -> Tensor:
     y = output(m, n, parts, x)
     segs = st.segments + [Segment(0, 0, 0, 0, 0, 0)] * (MAX_SEGMENTS - len(st.segments))
     ints = [v for s in segs for v in (s.word_offset, s.col_offset, s.plane_offset, s.k_pad, s.k)]
-    tma = bm == 1 and c.words <= 256 and tma_words(c, x, 4, BT // RPW[4])  # GEMVs (batches measured slower)
+    tma = word_tma(c, x)
     boxes = [segment_boxes(st, s, c.words) if tma and s.bits == 4 else st.words for s in segs]
     column_table_kernel[(triton.cdiv(n, BT), triton.cdiv(m, bm), parts)](
         x, y, st.words, st.high if st.high is not None else st.words, *boxes, st.planes,

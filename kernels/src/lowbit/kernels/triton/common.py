@@ -388,6 +388,7 @@ TC_CONFIGS = [Config(64, 32, 4, 3, 1), Config(64, 32, 4, 3, 2), Config(64, 32, 4
               Config(128, 32, 8, 3, 2), Config(128, 32, 4, 3, 4), Config(32, 32, 4, 3, 4), Config(64, 16, 4, 4, 8),
               Config(64, 16, 4, 3, 8), Config(64, 16, 4, 4, 4), Config(128, 16, 8, 4, 4), Config(128, 16, 8, 4, 8),
               Config(64, 8, 4, 3, 8), Config(64, 16, 4, 2, 8), Config(64, 16, 4, 3, 4), Config(128, 8, 8, 3, 8)]
+TMA_TC_CONFIGS = [replace(c, tma=True) for c in TC_CONFIGS]  # each tile with its words through TMA (v16)
 
 
 def block_m(m: int) -> int:
@@ -427,7 +428,7 @@ def candidates(m: int, split: bool = True, tensor_core: bool = False) -> list[Co
     if m == 1:
         configs = GEMV_CONFIGS + TMA_GEMV_CONFIGS if tensor_core else GEMV_CONFIGS
     else:
-        configs = TC_CONFIGS + [replace(c, tma=True) for c in TC_CONFIGS] if tensor_core else DOT_CONFIGS
+        configs = TC_CONFIGS + TMA_TC_CONFIGS if tensor_core else DOT_CONFIGS
     return [c for c in configs if split or c.split_k == 1]
 
 

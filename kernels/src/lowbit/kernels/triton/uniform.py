@@ -416,8 +416,8 @@ def dot_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, offs_m, m_mask, stri
         ok = blk < b_end
         if TMA:
             w0, w1 = box_words(QD0, QD1, row0, b0, W1)
-            s, b = load_scales(S, OFF, rows, n_groups, b0 + tl.arange(0, GPI), b0 + tl.arange(0, GPI) < b_end, GS, KB,
-                               REP)
+            blocks = b0 + tl.arange(0, GPI)
+            s, b = load_scales(S, OFF, rows, n_groups, blocks, blocks < b_end, GS, KB, REP)
         else:
             w0, w1, s, b = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS, KB, WB, GPI, W1, REP)
         s2 = half2(s)[:, :, None]
@@ -509,6 +509,13 @@ def outlier_programs(st: UniformState, c: Config, bm: int) -> int:
     return triton.cdiv(st.outliers.tile_max.get(c.block_n, 1), out_chunk(c.block_n, st.outliers))
 
 
+def word_tma(st: UniformState, c: Config, x: Tensor) -> bool:
+    """Whether a launch at ``c`` takes every plane's words as TMA boxes (:func:`word_boxes`,
+    :func:`lowbit.kernels.triton.common.tma_words`; ``WB = KB / PER`` words a box row)."""
+    wb = st.block // PER[st.bits]
+    return all(tma_words(c, x, p.element_size(), wb) for p in st.planes)
+
+
 def word_boxes(plane: Tensor, n_blocks: int, wb: int, block_n: int, gpi: int) -> TensorDescriptor:
     """A TMA descriptor of a word plane ``(N, row_words)`` viewed as ``(N, n_blocks, wb)`` (blocks of ``wb``
     words, the row padding past the last block left out), in boxes of ``(block_n, gpi, wb)``: one GEMV
@@ -535,9 +542,8 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     walkers = outlier_programs(st, c, bm)
     y = output(m, n, c.split_k + walkers, x)
     grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k + walkers)
-    wb = st.block // per
-    tma = all(tma_words(c, x, p.element_size(), wb) for p in st.planes)
-    boxes = [word_boxes(p, n_blocks, wb, c.block_n, gpi) for p in st.planes] if tma else st.planes
+    tma = word_tma(st, c, x)
+    boxes = [word_boxes(p, n_blocks, st.block // per, c.block_n, gpi) for p in st.planes] if tma else st.planes
     uniform_kernel[grid](
         x, y, st.planes[0], st.planes[-1], boxes[0], boxes[-1], st.scales, st.offsets,
         st.perm if st.perm is not None else st.scales,
