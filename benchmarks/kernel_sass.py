@@ -64,9 +64,10 @@ def kernel_modules(ref: str | None) -> dict[str, ModuleType]:
     return {name: importlib.import_module(f"lowbit_ref_kernels.{name}") for name in names}
 
 
-def compile_kernel(fn, constexprs: dict, num_warps: int, num_stages: int):
+def compile_kernel(fn, constexprs: dict, num_warps: int, num_stages: int, types: dict | None = None):
     """``fn`` compiled for sm_90 with ``constexprs`` (only those ``fn`` takes); its ``asm`` holds the
-    TTGIR, PTX and cubin."""
+    TTGIR, PTX and cubin. ``types``: argument types that replace the defaults (e.g. tensor descriptors,
+    ``"tensordesc<i32[8, 4, 16]>"``)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -75,17 +76,22 @@ def compile_kernel(fn, constexprs: dict, num_warps: int, num_stages: int):
     constexprs = {"TMA": False, "STAGES": 1, **constexprs}  # register word loads unless asked (since v16)
     const = {k: v for k, v in constexprs.items() if k in names}
     sig = {n: "constexpr" if n in const else POINTER_TYPES.get(n, "*fp16") if n in POINTERS else "i32" for n in names}
+    sig.update(types or {})
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in names if n in POINTERS or n in DIV16}
     src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in const.items()}, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps,
                                                                           "num_stages": num_stages})
 
 
-def compile_sass(fn, constexprs: dict, num_warps: int, num_stages: int) -> str:
+def compile_sass(fn, constexprs: dict, num_warps: int, num_stages: int, types: dict | None = None) -> str:
     """SASS of ``fn`` for sm_90 with ``constexprs`` (:func:`compile_kernel`)."""
+    return disassemble(compile_kernel(fn, constexprs, num_warps, num_stages, types))
+
+
+def disassemble(ck) -> str:
+    """The SASS of a compiled kernel's cubin (``nvdisasm`` from the Triton wheel)."""
     import triton
 
-    ck = compile_kernel(fn, constexprs, num_warps, num_stages)
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(ck.asm["cubin"])
     nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")

@@ -14,7 +14,7 @@ import triton.language as tl
 from lowbit.kernels.triton import common, uniform
 
 @triton.jit
-def tma_gemv_kernel(X, Y, QD, S, OFF, N, n_blocks, n_groups, MAGIC, KB: tl.constexpr, PER: tl.constexpr,
+def tma_gemv_kernel(X, Y, QD, S, OFF, N, n_blocks, groups, MAGIC, KB: tl.constexpr, PER: tl.constexpr,
                     W0: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr, STAGES: tl.constexpr):
     """y[n] = sum_k x[k] (s q + b) over all of K for BLOCK_N rows; words by TMA (QD: descriptor of (N, n_blocks, WB))."""
     WB: tl.constexpr = KB // PER
@@ -25,7 +25,7 @@ def tma_gemv_kernel(X, Y, QD, S, OFF, N, n_blocks, n_groups, MAGIC, KB: tl.const
         w0 = QD.load([pid * BLOCK_N, b0, 0])  # (BLOCK_N, GPI, WB); rows and blocks past the end read as 0
         blk = b0 + tl.arange(0, GPI)
         ok = blk < n_blocks
-        sp = rows[:, None] * n_groups + (blk * KB // 128)[None, :]
+        sp = rows[:, None] * groups + (blk * KB // 128)[None, :]
         sh = tl.load(S + sp, mask=ok[None, :], other=0.0)
         bh = tl.load(OFF + sp, mask=ok[None, :], other=0.0)
         acc = uniform.gemv_block(acc, X, X, w0, w0, sh, bh, b0, n_blocks, MAGIC, KB, PER, W0, 0, False, GPI, True, 1)
@@ -58,26 +58,13 @@ CONFIGS = [(16, 128, 8, 3), (16, 128, 8, 4), (8, 128, 8, 3), (8, 128, 4, 3), (16
 
 def sass() -> None:
     sys.path.insert(0, "benchmarks")
-    from kernel_sass import longest_loop, opcode_counts
-    import subprocess, tempfile, os
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-    fn = tma_gemv_kernel
+    from kernel_sass import compile_kernel, disassemble, longest_loop, opcode_counts
     for bits, (bn, words, warps, stages) in [(4, (16, 128, 8, 3)), (2, (16, 128, 8, 3))]:
         per = common.PER[bits]
         gpi = words * per // 128
         const = dict(KB=128, PER=per, W0=bits, BLOCK_N=bn, GPI=gpi, STAGES=stages)
-        names = fn.arg_names
-        sig = {"X": "*fp16", "Y": "*fp16", "QD": f"tensordesc<i32[{bn}, {gpi}, {128 // per}]>", "S": "*fp16", "OFF": "*fp16",
-               "N": "i32", "n_blocks": "i32", "n_groups": "i32", "MAGIC": "i32"}
-        sig.update({k: "constexpr" for k in const})
-        src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in const.items()},
-                        attrs={(names.index(n),): [["tt.divisibility", 16]] for n in ("X", "Y", "S", "OFF", "N", "MAGIC")})
-        ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": 1})
-        with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
-            f.write(ck.asm["cubin"])
-        nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
-        s = subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True, check=True).stdout
+        ck = compile_kernel(tma_gemv_kernel, const, warps, 1, {"QD": f"tensordesc<i32[{bn}, {gpi}, {128 // per}]>"})
+        s = disassemble(ck)
         loop = longest_loop(s)
         codes = bn * words * per / (warps * 32)
         print(bits, (bn, words, warps, stages), "loop", len(loop), f"{len(loop) / codes:.2f} a code",
@@ -88,12 +75,11 @@ def main() -> None:
     if "--sass" in sys.argv:
         return sass()
     sys.path.insert(0, "benchmarks")
-    from gpu_kernels import Timer, lowbit_formats, map_tensors, n_copies, state_bytes
-    from triton.tools.tensor_descriptor import TensorDescriptor
+    from gpu_kernels import Timer, lowbit_formats
+    from lowbit.kernels.triton.timing import past_l2
     dev = torch.device("cuda")
     triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device=dev))
     timer = Timer(dev, 20)
-    l2 = torch.cuda.get_device_properties(dev).L2_cache_size
     formats = lowbit_formats()
     rows = []
     torch.manual_seed(0)
@@ -103,7 +89,7 @@ def main() -> None:
             for n, k in ((4096, 4096), (4096, 11008), (11008, 4096)):
                 qw = build(n, k, dev)
                 st = uniform.prepare(qw, dev)
-                copies = [st] + [map_tensors(st, torch.clone) for _ in range(n_copies(state_bytes(st), l2) - 1)]
+                copies = past_l2(st, dev)
                 x = torch.randn(1, k, device=dev).half()
                 ref = uniform.run(st, x).float()
                 for rep in range(2):
