@@ -266,8 +266,8 @@ def additive_kernel(X, LUT, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_
     j_start = pid_k * SPLIT_GROUPS
     j_end = tl.minimum(j_start + SPLIT_GROUPS, n_groups)
     if HAS_OUT:  # the outlier walk's first loads, before the main loop
-        o_first, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
-                                                       pid_k, BLOCK_N, OUT_CHUNK, SPLIT)
+        o_first, o_end, o_r, o_d, o_c = outliers_begin(offs_n, N, PTR, OROW, OCOL, OVAL, pid_k, BLOCK_N, OUT_CHUNK,
+                                                       SPLIT)
     e = tl.arange(0, 8)
     if USE_LUT:
         acc = tl.zeros((BLOCK_N, BLOCK_J), dtype=tl.float32)
@@ -308,7 +308,7 @@ def additive_kernel(X, LUT, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_
         acc = finish(acc, BLOCK_M)
     acc *= tl.load(S + rows).to(tl.float32)[None, :]
     if HAS_OUT:
-        acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
+        acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_c, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
                            BLOCK_M, OUT_CHUNK, SPLIT)
     store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT)
 

@@ -490,8 +490,7 @@ def column_table_kernel(X, Y, Q, QH, QD0, QD1, QD2, QD3, TT, PERM, PTR, OROW, OC
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_mask = offs_m < M
     if HAS_OUT:  # the outlier walk's first loads, before the main loop; the PARTS programs share the walk
-        o_first, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
-                                                       z, 32, OUT_CHUNK, PARTS)
+        o_first, o_end, o_r, o_d, o_c = outliers_begin(offs_n, N, PTR, OROW, OCOL, OVAL, z, 32, OUT_CHUNK, PARTS)
     acc = tl.zeros((BLOCK_M, 32), dtype=tl.float32)
     if seg == 0:  # (one width: NSEG = 1, seg folds to 0 and the branch away)
         acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, QD0, TT, PERM, tile, part, WO0, KO0, PO0, KP0,
@@ -509,7 +508,7 @@ def column_table_kernel(X, Y, Q, QH, QD0, QD1, QD2, QD3, TT, PERM, PTR, OROW, OC
             acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, QD3, TT, PERM, tile, part, WO3, KO3, PO3, KP3,
                           KV3, B3, KR, SPLIT, HAS_PERM, BLOCK_M, ASM, TMA and B3 == 4, STAGES)
     if HAS_OUT:
-        acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
+        acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_c, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
                            BLOCK_M, OUT_CHUNK, PARTS)
     store_y(Y, acc, offs_m, m_mask, offs_n, N, PARTS)
 

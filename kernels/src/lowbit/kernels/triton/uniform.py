@@ -479,9 +479,9 @@ def uniform_kernel(X, Y, Q0, Q1, QD0, QD1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, 
     b_end = tl.minimum(b_start + SPLIT_BLOCKS, K // KB)
     if OUT_PROGS > 0:
         if pid_k >= SPLIT:  # an outlier program: chunks pid_k - SPLIT, + OUT_PROGS, .. of the tile's entries
-            o_first, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL,
-                                                           OVAL, pid_k - SPLIT, BLOCK_N, OUT_CHUNK, OUT_PROGS)
-            acc = outliers_end(tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), o_first, o_end, o_r, o_d, o_x, X,
+            o_first, o_end, o_r, o_d, o_c = outliers_begin(offs_n, N, PTR, OROW, OCOL, OVAL, pid_k - SPLIT, BLOCK_N,
+                                                           OUT_CHUNK, OUT_PROGS)
+            acc = outliers_end(tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), o_first, o_end, o_r, o_d, o_c, X,
                                stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL, BLOCK_M, OUT_CHUNK, OUT_PROGS)
         else:
             acc = main_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, pid_n * BLOCK_N, offs_m, m_mask, stride_xm,
@@ -489,13 +489,13 @@ def uniform_kernel(X, Y, Q0, Q1, QD0, QD1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, 
                             ASM, PREFETCH, REP, TMA, STAGES)
     else:
         if HAS_OUT:  # the outlier walk's first loads, before the main loop
-            o_first, o_end, o_r, o_d, o_x = outliers_begin(X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL,
-                                                           OVAL, pid_k, BLOCK_N, OUT_CHUNK, SPLIT)
+            o_first, o_end, o_r, o_d, o_c = outliers_begin(offs_n, N, PTR, OROW, OCOL, OVAL, pid_k, BLOCK_N, OUT_CHUNK,
+                                                           SPLIT)
         acc = main_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, pid_n * BLOCK_N, offs_m, m_mask, stride_xm,
                         row_words, MAGIC, K, b_start, b_end, GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM,
                         PREFETCH, REP, TMA, STAGES)
         if HAS_OUT:
-            acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_x, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL,
+            acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_c, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL,
                                OVAL, BLOCK_M, OUT_CHUNK, SPLIT)
     store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT + OUT_PROGS)
 
