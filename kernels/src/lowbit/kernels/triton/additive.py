@@ -308,8 +308,8 @@ def additive_kernel(X, LUT, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_
         acc = finish(acc, BLOCK_M)
     acc *= tl.load(S + rows).to(tl.float32)[None, :]
     if HAS_OUT:
-        acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_c, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
-                           BLOCK_M, OUT_CHUNK, SPLIT)
+        acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_c, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL,
+                           OVAL, BLOCK_M, OUT_CHUNK, SPLIT)
     store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT)
 
 

@@ -508,8 +508,8 @@ def column_table_kernel(X, Y, Q, QH, QD0, QD1, QD2, QD3, TT, PERM, PTR, OROW, OC
             acc = segment(acc, X, stride_xm, offs_m, m_mask, Q, QH, QD3, TT, PERM, tile, part, WO3, KO3, PO3, KP3,
                           KV3, B3, KR, SPLIT, HAS_PERM, BLOCK_M, ASM, TMA and B3 == 4, STAGES)
     if HAS_OUT:
-        acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_c, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL,
-                           BLOCK_M, OUT_CHUNK, PARTS)
+        acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_c, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL,
+                           OVAL, BLOCK_M, OUT_CHUNK, PARTS)
     store_y(Y, acc, offs_m, m_mask, offs_n, N, PARTS)
 
 

@@ -482,7 +482,8 @@ def uniform_kernel(X, Y, Q0, Q1, QD0, QD1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, 
             o_first, o_end, o_r, o_d, o_c = outliers_begin(offs_n, N, PTR, OROW, OCOL, OVAL, pid_k - SPLIT, BLOCK_N,
                                                            OUT_CHUNK, OUT_PROGS)
             acc = outliers_end(tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), o_first, o_end, o_r, o_d, o_c, X,
-                               stride_xm, offs_m, m_mask, offs_n, OROW, OCOL, OVAL, BLOCK_M, OUT_CHUNK, OUT_PROGS)
+                               stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL, BLOCK_M, OUT_CHUNK,
+                               OUT_PROGS)
         else:
             acc = main_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, pid_n * BLOCK_N, offs_m, m_mask, stride_xm,
                             row_words, MAGIC, K, b_start, b_end, GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI,
@@ -495,8 +496,8 @@ def uniform_kernel(X, Y, Q0, Q1, QD0, QD1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, 
                         row_words, MAGIC, K, b_start, b_end, GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM,
                         PREFETCH, REP, TMA, STAGES)
         if HAS_OUT:
-            acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_c, X, stride_xm, offs_m, m_mask, offs_n, OROW, OCOL,
-                               OVAL, BLOCK_M, OUT_CHUNK, SPLIT)
+            acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_c, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW,
+                               OCOL, OVAL, BLOCK_M, OUT_CHUNK, SPLIT)
     store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT + OUT_PROGS)
 
 
@@ -547,7 +548,8 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     uniform_kernel[grid](
         x, y, st.planes[0], st.planes[-1], boxes[0], boxes[-1], st.scales, st.offsets,
         st.perm if st.perm is not None else st.scales,
-        *outlier_args(st.outliers, y, c.block_n), m, n, k, x.stride(0), st.planes[0].shape[1], 0x4B000000,
+        *outlier_args(st.outliers, y, c.block_n if bm > 1 else 1),  # a GEMV's walk needs row order
+        m, n, k, x.stride(0), st.planes[0].shape[1], 0x4B000000,
         GS=st.group_size, KB=st.block, PER=per, W0=planes[0], W1=planes[1] if len(planes) > 1 else 0,
         HAS_PERM=st.perm is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
         GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k),
