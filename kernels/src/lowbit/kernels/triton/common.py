@@ -316,26 +316,33 @@ def outlier_rows(acc, d, xv, c0, starts, ends, CHUNK: tl.constexpr):
 
 
 @triton.jit
+def add_chunk(acc, r, d, xv, c0, offs_n, starts, ends, BLOCK_M: tl.constexpr, CHUNK: tl.constexpr):
+    """One chunk's entries into ``acc``: by prefix sums (GEMV, :func:`outlier_rows`) or a one-hot ``tl.dot``
+    (batches, :func:`outlier_add`)."""
+    if BLOCK_M == 1:
+        acc = outlier_rows(acc, d, xv, c0, starts, ends, CHUNK)
+    else:
+        acc = outlier_add(acc, r, d, xv, offs_n)
+    return acc
+
+
+@triton.jit
 def outliers_end(acc, first, end, r, d, col, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL,
                  BLOCK_M: tl.constexpr, CHUNK: tl.constexpr, PARTS: tl.constexpr):
     """``acc[m, n] += sum_{i in row n} delta_i x[m, col_i]`` over this program's chunks of its rows' entries
     (CSR, see above): the chunk :func:`outliers_begin` loaded at ``first`` (its activations gathered now),
-    then every ``PARTS``-th further chunk (each waits for its loads). A GEMV sums each row's entries by prefix
-    sums (:func:`outlier_rows`), batches through a one-hot ``tl.dot`` (:func:`outlier_add`)."""
-    if BLOCK_M == 1:  # the tile's row pointers again (cached: outliers_begin read them)
+    then every ``PARTS``-th further chunk (each waits for its loads), each by :func:`add_chunk`."""
+    starts = offs_n  # (batches: unused)
+    ends = offs_n
+    if BLOCK_M == 1:  # the tile's row pointers (cached: outliers_begin read them)
         starts = tl.load(PTR + tl.minimum(offs_n, N))
         ends = tl.load(PTR + tl.minimum(offs_n + 1, N))
-        acc = outlier_rows(acc, d, outlier_acts(X, stride_xm, offs_m, m_mask, col, first, end, CHUNK), first, starts,
-                           ends, CHUNK)
-        for c0 in range(first + PARTS * CHUNK, end, PARTS * CHUNK):
-            r2, col2, d2 = outlier_entries(OROW, OCOL, OVAL, c0, end, CHUNK)
-            acc = outlier_rows(acc, d2, outlier_acts(X, stride_xm, offs_m, m_mask, col2, c0, end, CHUNK), c0, starts,
-                               ends, CHUNK)
-    else:
-        acc = outlier_add(acc, r, d, outlier_acts(X, stride_xm, offs_m, m_mask, col, first, end, CHUNK), offs_n)
-        for c0 in range(first + PARTS * CHUNK, end, PARTS * CHUNK):
-            r2, col2, d2 = outlier_entries(OROW, OCOL, OVAL, c0, end, CHUNK)
-            acc = outlier_add(acc, r2, d2, outlier_acts(X, stride_xm, offs_m, m_mask, col2, c0, end, CHUNK), offs_n)
+    acc = add_chunk(acc, r, d, outlier_acts(X, stride_xm, offs_m, m_mask, col, first, end, CHUNK), first, offs_n,
+                    starts, ends, BLOCK_M, CHUNK)
+    for c0 in range(first + PARTS * CHUNK, end, PARTS * CHUNK):
+        r2, col2, d2 = outlier_entries(OROW, OCOL, OVAL, c0, end, CHUNK)
+        acc = add_chunk(acc, r2, d2, outlier_acts(X, stride_xm, offs_m, m_mask, col2, c0, end, CHUNK), c0, offs_n,
+                        starts, ends, BLOCK_M, CHUNK)
     return acc
 
 
