@@ -169,12 +169,14 @@ def test_outliers_by_column(n_rows: int, nnz: int, n_cols: int, seed: int) -> No
         for order in (r, o.rows.long() & 0xFFFF):
             assert bool(((order[a:b] >= t0) & (order[a:b] < t0 + common.COL_TILE)).all())
         assert bool((c[a + 1:b] >= c[a:b - 1]).all())
-    assert common.outlier_args(o, delta, 64)[1] is o.by_col[0] and common.outlier_args(o, delta, 32)[1] is o.rows
+    assert common.outlier_args(o, delta, 64, 16)[1] is o.by_col[0]  # batch tiles of a multiple of COL_TILE rows
+    assert common.outlier_args(o, delta, 32, 16)[1] is o.rows and common.outlier_args(o, delta, 64, 1)[1] is o.rows
 
 
 def test_outliers_by_column_walks() -> None:
-    """Tiles of 64 and 128 rows walk the column-ordered entries (three tiles of ``COL_TILE`` rows, several
-    chunks each): batches in outlier programs, split K, and a GEMV."""
+    """Batch tiles of 64 and 128 rows walk the column-ordered entries (three tiles of ``COL_TILE`` rows, several
+    chunks each), in outlier programs and with split K; a GEMV of 64-row tiles walks them in row order (its
+    prefix sums need it)."""
     qw = random_uniform(160, 256, 4, 64, seed=6, device=DEVICE, n_outliers=3000)
     state = uniform.prepare(qw)
     assert state.outliers.by_col is not None and uniform.outlier_programs(state, Config(64, 16), 16) > 1

@@ -7,8 +7,9 @@
 import ctypes, dataclasses, json, sys
 sys.path.insert(0, "benchmarks")
 import torch
-from gpu_kernels import Timer, lowbit_formats, kernel_fns, map_tensors, n_copies, state_bytes
+from gpu_kernels import Timer, lowbit_formats, kernel_fns
 from lowbit.kernels.triton import column_tables, common, uniform
+from lowbit.kernels.triton.timing import past_l2
 
 libcuda = ctypes.CDLL("libcuda.so.1")
 libcuda.cuMemsetD8Async.argtypes = [ctypes.c_uint64, ctypes.c_ubyte, ctypes.c_size_t, ctypes.c_void_p]
@@ -31,7 +32,6 @@ def empty_output(m, n, parts, like, zero=True):
 VARIANTS = {"zeros": shipped, "memset": memset_output, "empty": empty_output}
 dev = torch.device("cuda")
 timer = Timer(dev, 20)
-l2 = torch.cuda.get_device_properties(dev).L2_cache_size
 cases = [("uniform4 g128", 16), ("uniform3 g128", 16), ("uniform2 g128", 16), ("mixed 2/3/4 tables", 1),
          ("table4", 16)]
 rows = []
@@ -46,7 +46,7 @@ with torch.no_grad():
             x = torch.randn(m, k, device=dev).half()
             ref = x.float() @ qw.dequantize().T
             st = prep(qw, dev)
-            copies = [st] + [map_tensors(st, torch.clone) for _ in range(n_copies(state_bytes(st), l2) - 1)]
+            copies = past_l2(st, dev)
             key, _ = tuning(st, common.as_activations(x))
             for rep in range(2):
                 for v, fn in VARIANTS.items():

@@ -10,13 +10,13 @@
 import dataclasses, json, os, sys
 sys.path.insert(0, "benchmarks")
 import torch
-from gpu_kernels import Timer, lowbit_formats, map_tensors, n_copies, state_bytes, kernel_fns
+from gpu_kernels import Timer, lowbit_formats, kernel_fns
 from lowbit.kernels.triton import common, uniform
+from lowbit.kernels.triton.timing import past_l2
 
 dev = torch.device("cuda")
 gpu = torch.cuda.get_device_name(dev)
 timer = Timer(dev, 20)
-l2 = torch.cuda.get_device_properties(dev).L2_cache_size
 only = os.environ.get("PDL_AB_ONLY", "uniform4 g128,uniform3 g128,uniform2 g128,outliers,binary2").split(",")
 batches = [int(b) for b in os.environ.get("PDL_AB_BATCHES", "1,16").split(",")]
 modes = [int(v) for v in os.environ.get("PDL_AB_MODES", "0,1,3,5,7").split(",")]
@@ -52,7 +52,7 @@ with torch.no_grad():
                 x = torch.randn(m, k, device=dev).half()
                 ref = x.float() @ qw.dequantize().T
                 st = prep(qw, dev)
-                copies = [st] + [map_tensors(st, torch.clone) for _ in range(n_copies(state_bytes(st), l2) - 1)]
+                copies = past_l2(st, dev)
                 key, _ = tuning(st, common.as_activations(x))
                 for rep in range(2):
                     for mode in modes:

@@ -192,15 +192,16 @@ def grid_outliers(qw: QuantizedWeight, device: torch.device, by_col: bool = Fals
     return outliers_csr(rows, cols, o.values.to(device).float() - grid, qw.shape[0], by_col)
 
 
-def outlier_args(o: Outliers | None, dummy: Tensor, block_n: int = 1) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The four outlier tensors of a launch whose programs own ``block_n`` rows (``dummy`` for each when there
-    are none): the entries in column order inside tiles where ``o`` has that copy and ``block_n`` is a multiple
-    of :data:`COL_TILE` (the row pointers at multiples of ``COL_TILE`` hold for both orders), else in row order.
-    GEMVs pass ``block_n = 1``: their walk sums each row's entries as a difference of prefix sums
-    (:func:`outlier_rows`), which needs row order."""
+def outlier_args(o: Outliers | None, dummy: Tensor, block_n: int = 1,
+                 bm: int = 1) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The four outlier tensors of a launch whose programs own ``block_n`` rows and ``bm`` rows of ``x``
+    (``dummy`` for each when there are none): for batches (``bm > 1``), the entries in column order inside tiles
+    where ``o`` has that copy and ``block_n`` is a multiple of :data:`COL_TILE` (the row pointers at multiples
+    of ``COL_TILE`` hold for both orders), else in row order. A GEMV's walk sums each row's entries as a
+    difference of prefix sums (:func:`outlier_rows`), which needs row order."""
     if o is None:
         return dummy, dummy, dummy, dummy
-    if o.by_col is not None and block_n % COL_TILE == 0:
+    if o.by_col is not None and bm > 1 and block_n % COL_TILE == 0:
         return o.indptr, *o.by_col
     return o.indptr, o.rows, o.cols, o.delta
 

@@ -548,8 +548,7 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     uniform_kernel[grid](
         x, y, st.planes[0], st.planes[-1], boxes[0], boxes[-1], st.scales, st.offsets,
         st.perm if st.perm is not None else st.scales,
-        *outlier_args(st.outliers, y, c.block_n if bm > 1 else 1),  # a GEMV's walk needs row order
-        m, n, k, x.stride(0), st.planes[0].shape[1], 0x4B000000,
+        *outlier_args(st.outliers, y, c.block_n, bm), m, n, k, x.stride(0), st.planes[0].shape[1], 0x4B000000,
         GS=st.group_size, KB=st.block, PER=per, W0=planes[0], W1=planes[1] if len(planes) > 1 else 0,
         HAS_PERM=st.perm is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
         GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k),
