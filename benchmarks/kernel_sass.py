@@ -12,8 +12,8 @@ so kernel versions can be compared where no GPU is at hand (the H100 times are i
 
 The kernels of ``--ref`` are read with ``git show`` into a temporary package, so their own relative
 imports work. Pointer arguments and integer arguments the kernels expect to be multiples of 16
-(``K``, ``N``, ``stride_xm``, ``row_words``, ``row_words1``, ``n_groups``, ``MAGIC``) are specialized as Triton does
-at run time for the 4096-wide benchmark layers (``N`` and ``row_words1`` since session 16, when the table
+(``K``, ``N``, ``stride_xm``, ``row_words``, ``row_words1``, ``n_groups``, ``s_stride``, ``MAGIC``) are specialized
+as Triton does at run time for the 4096-wide benchmark layers (``N`` and ``row_words1`` since session 16, when the table
 kernel was added; the JSON of earlier sessions compiled without them). A loop unrolled by two (the uniform
 GEMV's two-buffer prefetch) counts two iterations' codes.
 """
@@ -34,7 +34,7 @@ from types import ModuleType
 
 POINTERS = {"X", "Y", "Q0", "Q1", "S", "OFF", "PERM", "PTR", "OROW", "OCOL", "OVAL", "C", "CB", "T", "Q", "QH",
             "TT", "LUT"}
-DIV16 = {"K", "N", "stride_xm", "row_words", "row_words1", "n_groups", "MAGIC", "stride_cn", "stride_cj"}
+DIV16 = {"K", "N", "stride_xm", "row_words", "row_words1", "n_groups", "s_stride", "MAGIC", "stride_cn", "stride_cj"}
 POINTER_TYPES = {"Q": "*i32", "QH": "*i16", "TT": "*i32", "Q0": "*i32", "Q1": "*i32",
                  "C": "*i16", "PTR": "*i32", "OROW": "*i16", "OCOL": "*i16", "PERM": "*i32", "LUT": "*fp32"}
 
@@ -76,6 +76,8 @@ def compile_kernel(fn, constexprs: dict, num_warps: int, num_stages: int, types:
     constexprs = {"TMA": False, "STAGES": 1, **constexprs}  # register word loads unless asked (since v16)
     const = {k: v for k, v in constexprs.items() if k in names}
     sig = {n: "constexpr" if n in const else POINTER_TYPES.get(n, "*fp16") if n in POINTERS else "i32" for n in names}
+    if "s_stride" in names:  # the uniform kernel's packed scales and offsets (int32 words, since v18)
+        sig["S"] = "*i32"
     sig.update(types or {})
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in names if n in POINTERS or n in DIV16}
     src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in const.items()}, attrs=attrs)

@@ -392,6 +392,23 @@ def test_pack_codes_round_trip(bits: int, n: int, kb: int, n_blocks: int, seed: 
     assert torch.equal(back, codes)
 
 
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 11), st.integers(0, 2**20))
+def test_pack_scales_round_trip(n: int, groups: int, seed: int) -> None:
+    """Each word holds its group's fp16 scale in bits 0-15 and offset in bits 16-31 (negative, subnormal, zero and
+    infinite values too); each row padded with zero words to a multiple of 4 (16 bytes)."""
+    g = torch.Generator().manual_seed(seed)
+    s, b = (torch.randn(n, groups, generator=g) * 10.0 ** torch.randint(-7, 6, (n, groups), generator=g)
+            for _ in range(2))
+    b[0, 0] = float("inf")
+    words = common.pack_scales(s, b)
+    assert words.dtype == torch.int32 and words.shape == (n, -(-groups // 4) * 4) and words.is_contiguous()
+    assert not words[:, groups:].any()
+    w = words[:, :groups].long() & 0xFFFFFFFF
+    for half, t in ((w & 0xFFFF, s), (w >> 16, b)):  # 16 bits -> the int16 of the same bits
+        assert torch.equal(((half + 2**15) % 2**16 - 2**15).to(torch.int16), t.half().view(torch.int16))
+
+
 def test_uniform_bf16_and_unaligned_activations() -> None:
     """bf16 activations through the GEMV paths (and, compiled only, the batch paths), and fp16 ones 2 bytes
     past a 4-byte boundary (the GEMV loads pairs of inputs as 32-bit words)."""

@@ -8,8 +8,9 @@ dequantized once at prepare). Layout built once by :func:`prepare`:
   blocks of ``KB = gcd(g, 128)`` inputs): the codes at bits ``i W`` and ``i W + 16`` of word ``j`` are
   inputs ``2 WB i + 2 j`` and ``2 WB i + 2 j + 1`` of their block (since v12; before, ``WB i + j`` and
   ``WB (i + PER / 2) + j``);
-- scales ``s`` and offsets ``b = -z s`` ``(d_out, d_in / g)`` fp16 (``W_hat = s q + b``), loaded once per
-  block and row as a ``(BLOCK_N, GPI)`` tile and broadcast over the block's codes;
+- scales ``s`` and offsets ``b = -z s`` ``(d_out, d_in / g)`` fp16 (``W_hat = s q + b``), both in one int32 word
+  (:func:`lowbit.kernels.triton.common.pack_scales`, since v18), loaded once per block and row as a ``(BLOCK_N,
+  GPI)`` tile and broadcast over the block's codes;
 - act-order (``g_idx``, GPTQ's ``desc_act``): columns permuted once so that groups are contiguous
   (each group must hold exactly ``group_size`` columns, as GPTQ produces), and the kernel reads
   ``x[perm[k]]`` (a gather on the small activation vector, no extra launch);
@@ -21,11 +22,14 @@ dequantized once at prepare). Layout built once by :func:`prepare`:
 
 Two paths (``benchmarks/kernel_sass.py`` counts their compiled loops, ``docs/results/kernels/sass_v5.json``):
 
-- GEMV on the CUDA cores (one activation row, :func:`gemv_loop`): per code one LOP3 (the code's bits
-  masked in place and or-ed into the bits of a power of two chosen so that the code's bit position
-  cancels, :func:`code_value`), one FADD and one FFMA; per input one conversion and one FADD (``sum x``), shared
-  by a thread's rows, the inputs loaded in adjacent pairs (:func:`pair_inputs`); per word position of a
-  block ``s sum q x + b sum x``; the accumulator is reduced over K once. 5.3 instructions per 4-bit code
+- GEMV on the CUDA cores (one activation row, :func:`gemv_loop`): per code one LOP3 (the code's bits masked
+  in one of three shifted copies of its word and or-ed into the mantissa of a power of two ``B``,
+  :func:`biased_code`) and one FFMA into ``sum (B + q) x``; per input (shared by a thread's rows) one conversion,
+  one FADD (``sum x``) and one FFMA (``sum B x``), the inputs loaded in adjacent pairs (:func:`pair_inputs`); per
+  word position of a block ``s (sum (B + q) x - sum B x) + b sum x``; the accumulator is reduced over K once.
+  Since v18; before, each code's ``B`` was subtracted by one FADD (:func:`code_value`, which 3-bit codes' high
+  bit still takes), and the offline loop at the H100's 4-bit configuration went from 675 to 606 instructions
+  (docs/results.md, v18). Before v16, 5.3 instructions per 4-bit code
   and 4.7-4.9 per 2-bit code at two rows per thread (v5; v4, which multiplied each activation
   by the power of two instead: 6.2 and 5.4-5.5), 4.3-4.7 and 3.8-4.2 at more rows per thread. The loop's
   instruction count does not set the time alone: a variant with the activations' side precomputed by a
@@ -80,6 +84,7 @@ from .common import (
     outliers_end,
     output,
     pack_codes,
+    pack_scales,
     run_tuned,
     split_blocks,
     store_y,
@@ -92,8 +97,9 @@ class UniformState:
     """The kernel layout of one uniform weight (see the module docstring)."""
 
     planes: list[Tensor]  # (d_out, d_in / PER) int32 [, (d_out, d_in / 16) int16 high bits of 3-bit codes]
-    scales: Tensor  # (d_out, d_in / g) fp16; binary: (d_out, b d_in / g), a scale per bit plane
-    offsets: Tensor  # (d_out, d_in / g) fp16: b = -z s; binary: (d_out, b d_in / g), c_0 on plane 0, else 0
+    sb: Tensor  # (d_out, d_in / g) int32 (columns padded to a multiple of 4): fp16 scale s in bits 0-15, offset
+    # b = -z s in bits 16-31 (:func:`lowbit.kernels.triton.common.pack_scales`); binary: (d_out, b d_in / g), a scale
+    # per bit plane, the offset c_0 on plane 0, else 0
     perm: Tensor | None  # (d_in,) int32 input column of each kernel column (act-order), or None
     outliers: Outliers | None
     bits: int
@@ -137,8 +143,8 @@ def prepare(qw: QuantizedWeight, device: torch.device | str | None = None) -> Un
     codes, perm = kernel_columns(qw, dev)
     bits, kb = int(qw.bits), block_size(d_in, gs)
     scales, zeros = scales.to(dev), zeros.to(dev)
-    return UniformState(pack_codes(codes, bits, kb), scales.half().contiguous(), (-zeros * scales).half().contiguous(),
-                        perm, grid_outliers(qw, dev, by_col=True), bits, gs, kb, (d_out, d_in))
+    return UniformState(pack_codes(codes, bits, kb), pack_scales(scales, -zeros * scales), perm,
+                        grid_outliers(qw, dev, by_col=True), bits, gs, kb, (d_out, d_in))
 
 
 def binary_steps(alphas: Tensor, offsets: Tensor) -> Tensor:
@@ -170,9 +176,9 @@ def prepare_binary(qw: QuantizedWeight, device: torch.device | str | None = None
     bits = (codes.long()[:, None, :] >> torch.arange(b, device=dev)[None, :, None]) & 1  # (d_out, b, d_in)
     planes = bits.reshape(d_out, b, d_in // kb, kb).transpose(1, 2).reshape(d_out, b * d_in)
     offsets = torch.cat([steps[..., :1], steps.new_zeros(d_out, d_in // gs, b - 1)], -1)
-    return UniformState(pack_codes(planes, 1, kb), steps[..., 1:].reshape(d_out, -1).half().contiguous(),
-                        offsets.reshape(d_out, -1).half().contiguous(), perm, grid_outliers(qw, dev, by_col=True), 1,
-                        gs, kb, (d_out, d_in), b, "binary")
+    sb = pack_scales(steps[..., 1:].reshape(d_out, -1), offsets.reshape(d_out, -1))
+    return UniformState(pack_codes(planes, 1, kb), sb, perm, grid_outliers(qw, dev, by_col=True), 1, gs, kb,
+                        (d_out, d_in), b, "binary")
 
 
 @triton.jit
@@ -213,6 +219,29 @@ def code_value(w, wh, magic, i: tl.constexpr, W: tl.constexpr, S: tl.constexpr):
     else:
         v = w & (((1 << W) - 1) << POS)
     return (v | (magic + (D << 23))).to(tl.float32, bitcast=True) - 1.0 * (1 << (23 + D))
+
+
+@triton.jit
+def biased_code(w, wl, wr, magic, i: tl.constexpr, W: tl.constexpr):
+    """Code ``i`` of a ``W``-bit plane word tile as fp32 ``B + q`` with its power of two ``B = 2^(23 - E)``
+    kept (one LOP3, no shift, no FADD), and ``B`` (a scalar): :func:`code_value` without its subtraction. The
+    code's bits are masked at bit ``E = POS + t`` of ``w << t`` (``wl = w << 11``, ``w``, ``wr = w >> 9``;
+    ``POS = i W``), the largest ``E`` in ``11 .. 23 - W`` (the mantissa), and or-ed into the bits of ``B 2^23``,
+    which gives ``B (1 + q 2^(E - 23)) = B + q`` exactly. The caller sums ``(B + q) x`` and subtracts ``sum B
+    x``, which depends on the inputs only and so is shared by a thread's rows. ``B <= 2^12``: fp32 sums of
+    8-16 such products keep ``q x`` to about ``2^-9 |x|`` (an output's rounding in fp16 is ``2^-11 |y|``)."""
+    POS: tl.constexpr = i * W
+    T: tl.constexpr = 11 if POS + 11 <= 23 - W else (0 if POS >= 11 and POS <= 23 - W else -9)
+    E: tl.constexpr = POS + T
+    D: tl.constexpr = -E
+    if T == 11:
+        v = wl & (((1 << W) - 1) << E)
+    elif T == 0:
+        v = w & (((1 << W) - 1) << E)
+    else:
+        v = wr & (((1 << W) - 1) << E)
+    bias = magic + (D << 23)
+    return (v | bias).to(tl.float32, bitcast=True), bias.to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -263,7 +292,7 @@ def pair_weights(v, s2, b2, ASM: tl.constexpr):
 
 
 @triton.jit
-def load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS: tl.constexpr, KB: tl.constexpr,
+def load_block(Q0, Q1, S, rows, row_words, s_stride, b0, b_end, GS: tl.constexpr, KB: tl.constexpr,
                WB: tl.constexpr, GPI: tl.constexpr, W1: tl.constexpr, REP: tl.constexpr):
     """Blocks ``b0 .. b0 + GPI`` (those before ``b_end``) of the program's rows: the code words
     ``(BLOCK_N, GPI, WB)`` of both planes and the fp16 scales and offsets ``(BLOCK_N, GPI)``."""
@@ -274,15 +303,16 @@ def load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS: tl.cons
     w1 = w0
     if W1 > 0:
         w1 = load_words(Q1, rows, row_words, wcol, ok)
-    s, b = load_scales(S, OFF, rows, n_groups, blk, ok, GS, KB, REP)
+    s, b = load_scales(S, rows, s_stride, blk, ok, GS, KB, REP)
     return w0, w1, s, b
 
 
 @triton.jit
-def load_scales(S, OFF, rows, n_groups, blk, ok, GS: tl.constexpr, KB: tl.constexpr, REP: tl.constexpr):
-    """The fp16 scales and offsets ``(BLOCK_N, GPI)`` of kernel blocks ``blk`` (0 where not ``ok``)."""
-    sp = rows[:, None] * n_groups + group_column(blk, KB, GS, REP)[None, :]
-    return tl.load(S + sp, mask=ok[None, :], other=0.0), tl.load(OFF + sp, mask=ok[None, :], other=0.0)
+def load_scales(S, rows, s_stride, blk, ok, GS: tl.constexpr, KB: tl.constexpr, REP: tl.constexpr):
+    """The fp16 scales and offsets ``(BLOCK_N, GPI)`` of kernel blocks ``blk`` (0 where not ``ok``), from their
+    packed words (:func:`lowbit.kernels.triton.common.pack_scales`, rows ``s_stride`` words apart)."""
+    sp = rows[:, None] * s_stride + group_column(blk, KB, GS, REP)[None, :]
+    return halves(tl.load(S + sp, mask=ok[None, :], other=0), tl.float16)
 
 
 @triton.jit
@@ -312,28 +342,37 @@ def gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, MAGIC, KB: tl.constexpr,
                W0: tl.constexpr, W1: tl.constexpr, HAS_PERM: tl.constexpr, GPI: tl.constexpr, ASM: tl.constexpr,
                REP: tl.constexpr):
     """``acc (BLOCK_N, GPI, WB) += s sum_i q_i x_i + b sum_i x_i`` for blocks ``b0 .. b0 + GPI`` of words
-    ``w0, w1`` and scales and offsets ``sh, bh`` (:func:`load_block`): per code one LOP3, one FADD
-    (:func:`code_value`) and one FFMA; per input (shared by a thread's rows) one conversion and one FADD.
+    ``w0, w1`` and scales and offsets ``sh, bh`` (:func:`load_block`): per code one LOP3 (:func:`biased_code`,
+    from ``w0``, ``w0 << 11`` or ``w0 >> 9``) and one FFMA into ``p = sum (B + q) x``; per input (shared by a
+    thread's rows) one conversion, one FADD into ``sum x`` and one FFMA into ``sum B x``; the high bit of 3-bit
+    codes one LOP3, one FADD and one FFMA (:func:`code_value`).
     Blocks past ``b_end`` (whose codes, scales and offsets loaded as 0) read the last block's activations:
     unmasked loads, and 0 times a finite activation."""
     WB: tl.constexpr = KB // PER
     HALF: tl.constexpr = PER // 2
     blk = tl.minimum(b0 + tl.arange(0, GPI), b_end - 1)
     k2 = input_block(blk, REP)[:, None] * (KB // 2) + tl.arange(0, WB)[None, :]  # (GPI, WB): inputs 2 k2, 2 k2 + 1
-    w0h = w0 >> 16
+    wl = w0 << 11
+    wr = w0 >> 9
     for i in tl.static_range(HALF):  # codes i and i + HALF of word j: inputs 2 WB i + 2 j and the next
         x0, x1 = pair_inputs(X, PERM, k2 + i * WB, HAS_PERM, ASM)
+        f0, c0 = biased_code(w0, wl, wr, MAGIC, i, W0)
+        f1, c1 = biased_code(w0, wl, wr, MAGIC, i + HALF, W0)
         if i == 0:
             xsum = x0 + x1
-            p = code_value(w0, w0h, MAGIC, i, W0, 0) * x0
+            bsum = c0 * x0
+            p = f0 * x0
         else:
             xsum += x0 + x1
-            p += code_value(w0, w0h, MAGIC, i, W0, 0) * x0
-        p += code_value(w0, w0h, MAGIC, i + HALF, W0, 0) * x1
+            bsum += c0 * x0
+            p += f0 * x0
+        bsum += c1 * x1
+        p += f1 * x1
         if W1 > 0:
             p += code_value(w1, w1, MAGIC, i, W1, W0) * x0
             p += code_value(w1, w1, MAGIC, i + HALF, W1, W0) * x1
-    return acc + p * sh.to(tl.float32)[:, :, None] + bh.to(tl.float32)[:, :, None] * xsum
+    acc = tl.fma(bh.to(tl.float32)[:, :, None], xsum, acc)
+    return tl.fma(p - bsum, sh.to(tl.float32)[:, :, None], acc)
 
 
 @triton.jit
@@ -348,7 +387,7 @@ def box_words(QD0, QD1, row0, b0, W1: tl.constexpr):
 
 
 @triton.jit
-def gemv_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, row_words, n_groups, b_start, b_end, MAGIC,
+def gemv_loop(X, Q0, Q1, QD0, QD1, S, PERM, rows, row0, row_words, s_stride, b_start, b_end, MAGIC,
               GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
               HAS_PERM: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr, PREFETCH: tl.constexpr,
               ASM: tl.constexpr, REP: tl.constexpr, TMA: tl.constexpr, STAGES: tl.constexpr):
@@ -369,25 +408,25 @@ def gemv_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, row_words, n_groups
         for b0 in tl.range(b_start, b_end, GPI, num_stages=STAGES):
             w0, w1 = box_words(QD0, QD1, row0, b0, W1)
             blk = b0 + tl.arange(0, GPI)
-            sh, bh = load_scales(S, OFF, rows, n_groups, blk, blk < b_end, GS, KB, REP)
+            sh, bh = load_scales(S, rows, s_stride, blk, blk < b_end, GS, KB, REP)
             acc = gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM, GPI, ASM,
                              REP)
     elif PREFETCH:
-        a0, a1, as_, ab = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b_start, b_end, GS, KB, WB, GPI, W1,
+        a0, a1, as_, ab = load_block(Q0, Q1, S, rows, row_words, s_stride, b_start, b_end, GS, KB, WB, GPI, W1,
                                      REP)
         for b0 in range(b_start, b_end, 2 * GPI):
-            c0, c1, cs, cb = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0 + GPI, b_end, GS, KB, WB,
+            c0, c1, cs, cb = load_block(Q0, Q1, S, rows, row_words, s_stride, b0 + GPI, b_end, GS, KB, WB,
                                         GPI, W1, REP)
             acc = gemv_block(acc, X, PERM, a0, a1, as_, ab, b0, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM, GPI, ASM,
                              REP)
-            a0, a1, as_, ab = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0 + 2 * GPI, b_end, GS, KB,
+            a0, a1, as_, ab = load_block(Q0, Q1, S, rows, row_words, s_stride, b0 + 2 * GPI, b_end, GS, KB,
                                          WB, GPI, W1, REP)
             if b0 + GPI < b_end:
                 acc = gemv_block(acc, X, PERM, c0, c1, cs, cb, b0 + GPI, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM,
                                  GPI, ASM, REP)
     else:
         for b0 in range(b_start, b_end, GPI):
-            w0, w1, sh, bh = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS, KB, WB, GPI, W1,
+            w0, w1, sh, bh = load_block(Q0, Q1, S, rows, row_words, s_stride, b0, b_end, GS, KB, WB, GPI, W1,
                                         REP)
             acc = gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, MAGIC, KB, PER, W0, W1, HAS_PERM, GPI, ASM,
                              REP)
@@ -395,7 +434,7 @@ def gemv_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, row_words, n_groups
 
 
 @triton.jit
-def dot_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, offs_m, m_mask, stride_xm, row_words, n_groups, b_start,
+def dot_loop(X, Q0, Q1, QD0, QD1, S, PERM, rows, row0, offs_m, m_mask, stride_xm, row_words, s_stride, b_start,
              b_end, GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
              HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GPI: tl.constexpr,
              ASM: tl.constexpr, REP: tl.constexpr, TMA: tl.constexpr):
@@ -417,9 +456,9 @@ def dot_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, offs_m, m_mask, stri
         if TMA:
             w0, w1 = box_words(QD0, QD1, row0, b0, W1)
             blocks = b0 + tl.arange(0, GPI)
-            s, b = load_scales(S, OFF, rows, n_groups, blocks, blocks < b_end, GS, KB, REP)
+            s, b = load_scales(S, rows, s_stride, blocks, blocks < b_end, GS, KB, REP)
         else:
-            w0, w1, s, b = load_block(Q0, Q1, S, OFF, rows, row_words, n_groups, b0, b_end, GS, KB, WB, GPI, W1, REP)
+            w0, w1, s, b = load_block(Q0, Q1, S, rows, row_words, s_stride, b0, b_end, GS, KB, WB, GPI, W1, REP)
         s2 = half2(s)[:, :, None]
         b2 = half2(b)[:, :, None]
         if W1 > 0:
@@ -436,7 +475,7 @@ def dot_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, offs_m, m_mask, stri
 
 
 @triton.jit
-def main_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, offs_m, m_mask, stride_xm, row_words, MAGIC, K,
+def main_loop(X, Q0, Q1, QD0, QD1, S, PERM, rows, row0, offs_m, m_mask, stride_xm, row_words, MAGIC, s_stride,
               b_start, b_end, GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr,
               W1: tl.constexpr, HAS_PERM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
               GPI: tl.constexpr, ASM: tl.constexpr, PREFETCH: tl.constexpr, REP: tl.constexpr, TMA: tl.constexpr,
@@ -444,17 +483,17 @@ def main_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, offs_m, m_mask, str
     """The ``(BLOCK_M, BLOCK_N)`` fp32 sum over blocks ``b_start .. b_end``: :func:`gemv_loop` for one
     activation row (``BLOCK_M == 1``), :func:`dot_loop` for batches."""
     if BLOCK_M == 1:
-        acc = gemv_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, row_words, K // GS, b_start, b_end, MAGIC, GS,
+        acc = gemv_loop(X, Q0, Q1, QD0, QD1, S, PERM, rows, row0, row_words, s_stride, b_start, b_end, MAGIC, GS,
                         KB, PER, W0, W1, HAS_PERM, BLOCK_N, GPI, PREFETCH, ASM, REP, TMA, STAGES)
     else:
-        acc = dot_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, row0, offs_m, m_mask, stride_xm, row_words, K // GS,
+        acc = dot_loop(X, Q0, Q1, QD0, QD1, S, PERM, rows, row0, offs_m, m_mask, stride_xm, row_words, s_stride,
                        b_start, b_end, GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM, REP, TMA)
     return acc
 
 
 @triton.jit
-def uniform_kernel(X, Y, Q0, Q1, QD0, QD1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, row_words, MAGIC,
-                   GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
+def uniform_kernel(X, Y, Q0, Q1, QD0, QD1, S, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, row_words, s_stride,
+                   MAGIC, GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
                    HAS_PERM: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    GPI: tl.constexpr, SPLIT: tl.constexpr, SPLIT_BLOCKS, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr,
                    PREFETCH: tl.constexpr, OUT_PROGS: tl.constexpr, REP: tl.constexpr, TMA: tl.constexpr,
@@ -485,16 +524,16 @@ def uniform_kernel(X, Y, Q0, Q1, QD0, QD1, S, OFF, PERM, PTR, OROW, OCOL, OVAL, 
                                stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL, OVAL, BLOCK_M, OUT_CHUNK,
                                OUT_PROGS)
         else:
-            acc = main_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, pid_n * BLOCK_N, offs_m, m_mask, stride_xm,
-                            row_words, MAGIC, K, b_start, b_end, GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI,
-                            ASM, PREFETCH, REP, TMA, STAGES)
+            acc = main_loop(X, Q0, Q1, QD0, QD1, S, PERM, rows, pid_n * BLOCK_N, offs_m, m_mask, stride_xm,
+                            row_words, MAGIC, s_stride, b_start, b_end, GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M,
+                            BLOCK_N, GPI, ASM, PREFETCH, REP, TMA, STAGES)
     else:
         if HAS_OUT:  # the outlier walk's first loads, before the main loop
             o_first, o_end, o_r, o_d, o_c = outliers_begin(offs_n, N, PTR, OROW, OCOL, OVAL, pid_k, BLOCK_N, OUT_CHUNK,
                                                            SPLIT)
-        acc = main_loop(X, Q0, Q1, QD0, QD1, S, OFF, PERM, rows, pid_n * BLOCK_N, offs_m, m_mask, stride_xm,
-                        row_words, MAGIC, K, b_start, b_end, GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N, GPI, ASM,
-                        PREFETCH, REP, TMA, STAGES)
+        acc = main_loop(X, Q0, Q1, QD0, QD1, S, PERM, rows, pid_n * BLOCK_N, offs_m, m_mask, stride_xm,
+                        row_words, MAGIC, s_stride, b_start, b_end, GS, KB, PER, W0, W1, HAS_PERM, BLOCK_M, BLOCK_N,
+                        GPI, ASM, PREFETCH, REP, TMA, STAGES)
         if HAS_OUT:
             acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_c, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW,
                                OCOL, OVAL, BLOCK_M, OUT_CHUNK, SPLIT)
@@ -546,9 +585,9 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     tma = word_tma(st, c, x)
     boxes = [word_boxes(p, n_blocks, st.block // per, c.block_n, gpi) for p in st.planes] if tma else st.planes
     uniform_kernel[grid](
-        x, y, st.planes[0], st.planes[-1], boxes[0], boxes[-1], st.scales, st.offsets,
-        st.perm if st.perm is not None else st.scales,
-        *outlier_args(st.outliers, y, c.block_n, bm), m, n, k, x.stride(0), st.planes[0].shape[1], 0x4B000000,
+        x, y, st.planes[0], st.planes[-1], boxes[0], boxes[-1], st.sb, st.perm if st.perm is not None else st.sb,
+        *outlier_args(st.outliers, y, c.block_n, bm), m, n, k, x.stride(0), st.planes[0].shape[1], st.sb.stride(0),
+        0x4B000000,
         GS=st.group_size, KB=st.block, PER=per, W0=planes[0], W1=planes[1] if len(planes) > 1 else 0,
         HAS_PERM=st.perm is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
         GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k),
