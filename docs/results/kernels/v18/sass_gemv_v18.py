@@ -23,3 +23,16 @@ for ref in ("63e399c", None):
         top = ", ".join(f"{o} {v}" for o, v in c.most_common(5))
         print(f"{ref or 'this checkout'}: {bits}-bit ({bn}, {words}, {nw}, 3) TMA: {len(loop)} instructions, "
               f"{len(loop) / codes:.2f} a code; {mem}; {top}")
+
+# The memory instructions, barriers and branches of the 4-bit loop at (8, 128, 2, 3), by position: the loop body runs
+# to the conditional branch before the reduction (the epilogue that follows it is inside the counted range).
+for ref in ("63e399c", None):
+    uniform = kernel_modules(ref)["uniform"]
+    const = dict(GS=128, KB=128, PER=8, W0=4, W1=0, HAS_PERM=False, HAS_OUT=False, BLOCK_M=1, BLOCK_N=8, GPI=8, SPLIT=1,
+                 OUT_CHUNK=1024, ASM=True, PREFETCH=False, OUT_PROGS=0, REP=1, TMA=True, STAGES=3)
+    types = {"QD0": "tensordesc<i32[8, 8, 16]>", "QD1": "tensordesc<i32[8, 8, 16]>"}
+    loop = longest_loop(disassemble(compile_kernel(uniform.uniform_kernel, const, 2, 1, types)))
+    keys = ("LDS", "STS", "BAR", "LDG", "SYNCS", "UTMA", "DEPBAR", "BRA", "EXIT")
+    print(f"{ref or 'this checkout'}, 4-bit (8, 128, 2, 3):", "; ".join(
+        f"{i} {next(t for t in l.split() if not t.startswith('@'))}" for i, l in enumerate(loop)
+        if any(k in l for k in keys) and "@!PT LDS" not in l))
