@@ -138,11 +138,12 @@ def pack_codes(codes: Tensor, bits: int, kb: int) -> list[Tensor]:
 
 def pack_scales(s: Tensor, b: Tensor) -> Tensor:
     """Scales ``s`` and offsets ``b`` ``(N, G)`` -> ``(N, G)`` int32 words, fp16 ``s`` in bits 0-15 and ``b`` in
-    bits 16-31 (each row padded with zero words to a multiple of 4, 16 bytes): one 4-byte load for both, split by
-    :func:`halves`. Triton copies 4-byte loads through shared memory with ``cp.async`` in a pipelined loop; the
-    uniform GEMV's two 2-byte tiles were plain loads, moved into the loop's layout through shared memory in two
-    rounds with barriers between them (offline SASS: 5 barriers an iteration in the loop body before, 2 now; on the
-    H100 the 4-bit GEMV went from 13.30 to 12.31 µs at 4096x11008 with this and
+    bits 16-31 (each row padded with zero words to a multiple of 4, the 16-byte row stride a TMA descriptor needs:
+    scales as TMA boxes were measured and not kept, docs/results.md, v18, and every run had the padding): one 4-byte
+    load for both, split by :func:`halves`. Triton copies 4-byte loads through shared memory with ``cp.async`` in a
+    pipelined loop; the uniform GEMV's two 2-byte tiles were plain loads, moved into the loop's layout through shared
+    memory in two rounds with barriers between them (offline SASS: 5 barriers an iteration in the loop body before, 2
+    now; on the H100 the 4-bit GEMV went from 13.30 to 12.31 µs at 4096x11008 with this and
     :func:`lowbit.kernels.triton.uniform.biased_code`, docs/results.md, v18)."""
     bits = [t.half().contiguous().view(torch.int16).to(torch.int64) & 0xFFFF for t in (s, b)]
     words = signed_bits(bits[0] | (bits[1] << 16), 32, torch.int32)
