@@ -203,28 +203,25 @@ def group_column(blk, KB: tl.constexpr, GS: tl.constexpr, REP: tl.constexpr):
 
 
 @triton.jit
-def code_value(w, wh, magic, i: tl.constexpr, W: tl.constexpr, S: tl.constexpr):
-    """Code ``i`` of a ``W``-bit plane word tile times ``2^S`` (``S``: the bits below the plane, 0 or the low
-    plane's width for the high bit of 3-bit codes) as fp32, exactly, with no shift: the code's bits,
-    masked in place at bit ``E`` (``i W``, or ``i W - 16`` from ``wh = w >> 16`` for codes that reach
-    past bit 22), or-ed into the mantissa bits of ``2^(23 + D)`` with ``D = S - E`` (one LOP3) give
-    ``2^(23 + D) + q 2^S``, minus ``2^(23 + D)`` (one FADD). ``magic`` is the bits of 2^23, a kernel
-    argument, so ``magic + (D << 23)`` is one register per distinct ``D`` set once before the loop and
+def code_value(w, magic, i: tl.constexpr, W: tl.constexpr, S: tl.constexpr):
+    """Code ``i`` of a ``W``-bit plane word tile times ``2^S`` as fp32, exactly, with no shift: the high bit of
+    3-bit codes (``W = 1``, ``S`` the low plane's width, codes at bits 0-15 of their int16 plane). The code's
+    bits, masked in place at bit ``E = i W`` (at most 22: the mantissa), or-ed into the mantissa bits of
+    ``2^(23 + D)`` with ``D = S - E`` (one LOP3) give ``2^(23 + D) + q 2^S``, minus ``2^(23 + D)`` (one FADD;
+    :func:`biased_code` keeps that power of two instead, for the other planes). ``magic`` is the bits of 2^23,
+    a kernel argument, so ``magic + (D << 23)`` is one register per distinct ``D`` set once before the loop and
     the LOP3 takes the mask as its immediate (as two literals the mask costs a MOV per code)."""
-    POS: tl.constexpr = i * W
-    E: tl.constexpr = POS - 16 if POS + W > 23 else POS
+    E: tl.constexpr = i * W
+    tl.static_assert(E + W <= 23)
     D: tl.constexpr = S - E
-    if POS + W > 23:
-        v = wh & (((1 << W) - 1) << (POS - 16))
-    else:
-        v = w & (((1 << W) - 1) << POS)
+    v = w & (((1 << W) - 1) << E)
     return (v | (magic + (D << 23))).to(tl.float32, bitcast=True) - 1.0 * (1 << (23 + D))
 
 
 @triton.jit
 def biased_code(w, wl, wr, magic, i: tl.constexpr, W: tl.constexpr):
     """Code ``i`` of a ``W``-bit plane word tile as fp32 ``B + q`` with its power of two ``B = 2^(23 - E)``
-    kept (one LOP3, no shift, no FADD), and ``B`` (a scalar): :func:`code_value` without its subtraction. The
+    kept (one LOP3, no shift, no FADD), and ``B`` (a scalar): :func:`code_value`'s value without its subtraction. The
     code's bits are masked at bit ``E = POS + t`` of ``w << t`` (``wl = w << 11``, ``w``, ``wr = w >> 9``;
     ``POS = i W``), the largest ``E`` in ``11 .. 23 - W`` (the mantissa), and or-ed into the bits of ``B 2^23``,
     which gives ``B (1 + q 2^(E - 23)) = B + q`` exactly. The caller sums ``(B + q) x`` and subtracts ``sum B
@@ -369,8 +366,8 @@ def gemv_block(acc, X, PERM, w0, w1, sh, bh, b0, b_end, MAGIC, KB: tl.constexpr,
         bsum += c1 * x1
         p += f1 * x1
         if W1 > 0:
-            p += code_value(w1, w1, MAGIC, i, W1, W0) * x0
-            p += code_value(w1, w1, MAGIC, i + HALF, W1, W0) * x1
+            p += code_value(w1, MAGIC, i, W1, W0) * x0
+            p += code_value(w1, MAGIC, i + HALF, W1, W0) * x1
     acc = tl.fma(bh.to(tl.float32)[:, :, None], xsum, acc)
     return tl.fma(p - bsum, sh.to(tl.float32)[:, :, None], acc)
 
