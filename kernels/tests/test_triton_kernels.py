@@ -53,10 +53,11 @@ def xs(m: int, k: int, seed: int) -> torch.Tensor:
 
 
 # GEMV (one block per iteration, and several with masked tail blocks; loads one iteration ahead with 2
-# stages, not with 1) and tl.dot (batches) paths; split K
+# stages, not with 1) and tl.dot (batches) paths; split K, into a zero-filled output and with tickets
 PATHS = [(1, Config(32, 16)), (1, Config(8, 128)), (1, Config(16, 64, 4, 1)), (5, Config(32, 32)),
          (19, Config(64, 64))]
-SPLIT_PATHS = [(1, Config(16, 32, 2, 2, 3)), (1, Config(32, 16, 4, 2, 2)), (6, Config(16, 32, 4, 2, 4))]
+SPLIT_PATHS = [(1, Config(16, 32, 2, 2, 3)), (1, Config(32, 16, 4, 2, 2)), (6, Config(16, 32, 4, 2, 4)),
+               (1, Config(16, 32, 2, 2, 3, tickets=True)), (6, Config(16, 32, 4, 2, 4, tickets=True))]
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])
@@ -195,9 +196,11 @@ def test_uniform_second_order() -> None:
     check(qw, uniform.run(uniform.prepare(qw), x, Config(32, 64)), x)
 
 
-# column tables: GEMV over one and several iterations (the last one masked), split K; tl.dot batches
+# column tables: GEMV over one and several iterations (the last one masked), split K; tl.dot batches; the
+# segments of mixed widths and split K with tickets
 TABLE_PATHS = [(1, Config(32, 64, 4, 1, 1)), (1, Config(32, 128, 4, 1, 2)), (1, Config(32, 512, 8, 1, 1)),
-               (5, Config(32, 32, 4, 1, 1)), (19, Config(32, 64, 4, 1, 2))]
+               (5, Config(32, 32, 4, 1, 1)), (19, Config(32, 64, 4, 1, 2)), (1, Config(32, 64, 4, 1, 1, tickets=True)),
+               (19, Config(32, 64, 4, 1, 2, tickets=True))]
 
 
 @pytest.mark.parametrize("widths", [4, 3, 2, 1, (1, 2, 3, 4), (2, 4)])
@@ -278,7 +281,8 @@ def test_binary_paths(bits: int, act_order: bool) -> None:
 def test_additive_paths(m_b: tuple[int, int]) -> None:
     qw = random_additive(40, 200, *m_b, seed=5, device=DEVICE, n_outliers=6)
     paths = [(1, Config(32, 16)), (1, Config(8, 128)), (1, Config(16, 64, 4, 1)), (4, Config(32, 32)),
-             (17, Config(64, 64)), (1, Config(256, 16, 4, 2, 8)), (1, Config(128, 8, 4, 1, 3))] + SPLIT_PATHS
+             (17, Config(64, 64)), (1, Config(256, 16, 4, 2, 8)), (1, Config(128, 8, 4, 1, 3)),
+             (1, Config(256, 16, 4, 2, 8, tickets=True))] + SPLIT_PATHS
     for rows in (False, True) if m_b[1] <= 8 else (False,):  # both layouts; rows contiguous: the table GEMV
         state = additive.prepare(qw, table=rows)
         assert state.table == rows and (state.codes.stride(0) == 1) == rows
@@ -299,13 +303,10 @@ def test_additive_dot_table(m_b: tuple[int, int]) -> None:
     assert (lut[9] == 0).all()
 
 
-def test_additive_table_zeroes_the_output_and_checks_inputs() -> None:
-    """The table kernel zeroes the split-K output it is given (whatever it held); bad shapes and formats raise."""
+def test_additive_checks_inputs() -> None:
+    """Bad shapes and formats raise."""
     qw = random_additive(40, 72, 2, 8, seed=3, device=DEVICE)
     state = additive.prepare(qw)
-    y = torch.full((1, 40), float("nan"), dtype=torch.float16, device=DEVICE)
-    additive.dot_table(state, xs(1, 72, 1), y)
-    assert (y == 0).all()
     with pytest.raises(ValueError, match="one row"):
         additive.dot_table(state, xs(2, 72, 1))
     with pytest.raises(ValueError, match="inputs"):
@@ -390,6 +391,33 @@ def test_pack_codes_round_trip(bits: int, n: int, kb: int, n_blocks: int, seed: 
         back[:, inputs] |= part.reshape(n, k) << shift
         shift += w
     assert torch.equal(back, codes)
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.sampled_from([(1, Config(16, 32, 2, 2, 3)), (1, Config(32, 16, 4, 2, 2)), (6, Config(16, 32, 4, 2, 4))]),
+       st.sampled_from([0, 0xFFFE, 0xFFFF]) | st.integers(0, 0xFFFF), st.integers(1, 3))
+def test_split_k_tickets(path: tuple[int, Config], generation: int, calls: int) -> None:
+    """Split-K programs with tickets (``Config.tickets``) write an output that held anything (NaN here):
+    per tile the first to arrive stores, the others add after it (``common.store_y``). The ticket words
+    come back with no program counted and the generation advanced by one a launch (modulo 2^16, from any
+    generation), the mark the last launch released equal to it; a layer of 40 rows and 256 inputs, 4-bit,
+    outliers (walked by programs of their own in batches)."""
+    m, config = path
+    config = dataclasses.replace(config, tickets=True)
+    qw = random_uniform(40, 256, 4, 64, seed=calls, device=DEVICE, n_outliers=9)
+    state, x = uniform.prepare(qw), xs(m, 256, generation)
+    tiles = -(-40 // config.block_n) * -(-m // common.block_m(m))
+    words = torch.zeros(2 * tiles, dtype=torch.int32, device=DEVICE)
+    words[0::2], words[1::2] = (generation << 16) - (generation >> 15 << 32), generation  # as int32
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(uniform, "output", lambda m, n, parts, like, zero: torch.full(
+            (m, n), float("nan"), dtype=like.dtype, device=like.device))
+        mp.setitem(common._TICKETS, x.device, [words])
+        for _ in range(calls):
+            check(qw, uniform.run(state, x, config), x)
+    after = (generation + calls) & 0xFFFF
+    assert (words[0::2] & 0xFFFF == 0).all() and ((words[0::2] >> 16) & 0xFFFF == after).all()
+    assert (words[1::2] == after).all()
 
 
 @settings(max_examples=20, deadline=None)

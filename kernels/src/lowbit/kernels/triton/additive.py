@@ -79,6 +79,7 @@ from .common import (
     signed_bits,
     split_blocks,
     store_y,
+    tickets_or,
     zeros_acc,
 )
 
@@ -243,11 +244,11 @@ def load_codes(C, offs_n, N, stride_cn, stride_cj, j0, j_end, BLOCK_J: tl.conste
 
 
 @triton.jit
-def additive_kernel(X, LUT, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, stride_cn, stride_cj, n_groups,
-                    NCB: tl.constexpr, B: tl.constexpr, USE_LUT: tl.constexpr, HAS_OUT: tl.constexpr,
+def additive_kernel(X, LUT, Y, T, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, stride_cn, stride_cj,
+                    n_groups, NCB: tl.constexpr, B: tl.constexpr, USE_LUT: tl.constexpr, HAS_OUT: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, SPLIT: tl.constexpr,
                     SPLIT_GROUPS, OUT_CHUNK: tl.constexpr, PREFETCH: tl.constexpr, ASM: tl.constexpr,
-                    PDL: tl.constexpr):
+                    PDL: tl.constexpr, TICKETS: tl.constexpr):
     """``Y[m, n] = S[n] sum_j <X[m, 8j:8j+8], sum_i CB[i, code_i(n, j)]>`` for ``BLOCK_N`` rows over groups
     ``pid_k SPLIT_GROUPS ..`` (all ``n_groups = K / 8`` without split), ``BLOCK_J`` groups per iteration.
     ``USE_LUT`` (GEMV): sum the entries ``LUT[j, i 2^B + code_i(n, j)]`` of the table of dot products
@@ -310,7 +311,7 @@ def additive_kernel(X, LUT, Y, C, CB, S, PTR, OROW, OCOL, OVAL, M, N, K, stride_
     if HAS_OUT:
         acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_c, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL,
                            OVAL, BLOCK_M, OUT_CHUNK, SPLIT)
-    store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT)
+    store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT, T, TICKETS)
 
 
 def dot_table(st: AdditiveState, x: Tensor, y: Tensor | None = None, pdl: bool = False) -> Tensor:
@@ -337,19 +338,21 @@ def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
     m, (n, k) = x.shape[0], st.shape
     bm = block_m(m)
     lut = uses_lut(st, m, c)
-    y = output(m, n, c.split_k, x, zero=not lut)  # the table's launch zeroes it
+    y = output(m, n, c.split_k, x, zero=not (lut or c.tickets))  # with a table, its launch zeroes it
     n_groups = k // GROUP
     # one int16 code per 8 weights: half a config word per group keeps the fp32 tiles at the uniform
     # kernel's size (BLOCK_N x words values)
     block_j = max(2, min(c.words // 2, triton.next_power_of_2(triton.cdiv(n_groups, c.split_k))))  # tl.dot: K >= 16
     pdl = lut and dependent_launch(x)
-    table = dot_table(st, x, y if c.split_k > 1 else None, pdl) if lut else x  # (x: a placeholder)
-    additive_kernel[(triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k)](
-        x, table, y, st.codes, st.codebooks, st.scales, *outlier_args(st.outliers, y), m, n,
+    table = dot_table(st, x, y if c.split_k > 1 and not c.tickets else None, pdl) if lut else x  # (x: a placeholder)
+    grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k)
+    additive_kernel[grid](
+        x, table, y, tickets_or(y, grid, c),
+        st.codes, st.codebooks, st.scales, *outlier_args(st.outliers, y), m, n,
         k, x.stride(0), *st.codes.stride(), n_groups, NCB=st.n_codebooks, B=st.bits, USE_LUT=lut,
         HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n, BLOCK_J=block_j, SPLIT=c.split_k,
         SPLIT_GROUPS=split_blocks(n_groups, block_j, c.split_k), OUT_CHUNK=out_chunk(c.block_n, st.outliers),
-        PREFETCH=loads_ahead(c, bm), ASM=compiled_ptx(x), PDL=pdl, num_warps=c.num_warps,
+        PREFETCH=loads_ahead(c, bm), ASM=compiled_ptx(x), PDL=pdl, TICKETS=c.tickets, num_warps=c.num_warps,
         num_stages=gather_stages(c, bm), **({"launch_pdl": True} if pdl else {}))
     return y.to(x.dtype)
 

@@ -70,7 +70,9 @@ from .common import (
     run_tuned,
     signed_bits,
     store_y,
+    tickets_or,
     tma_words,
+    with_tickets,
 )
 
 BT = 32  # output rows per tile (and per program)
@@ -467,13 +469,13 @@ def segment_loop(acc, acc3, X, stride_xm, offs_m, m_mask, Q, QH, TT, PERM, lo, h
 
 
 @triton.jit
-def column_table_kernel(X, Y, Q, QH, QD0, QD1, QD2, QD3, TT, PERM, PTR, OROW, OCOL, OVAL, M, N, stride_xm,
+def column_table_kernel(X, Y, T, Q, QH, QD0, QD1, QD2, QD3, TT, PERM, PTR, OROW, OCOL, OVAL, M, N, stride_xm,
                         WO0, KO0, PO0, KP0, KV0, WO1, KO1, PO1, KP1, KV1, WO2, KO2, PO2, KP2, KV2,
                         WO3, KO3, PO3, KP3, KV3,
                         B0: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr, B3: tl.constexpr,
                         KR: tl.constexpr, SPLIT: tl.constexpr, PARTS: tl.constexpr, HAS_PERM: tl.constexpr,
                         HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr,
-                        TMA: tl.constexpr, STAGES: tl.constexpr):
+                        TMA: tl.constexpr, STAGES: tl.constexpr, TICKETS: tl.constexpr):
     """``Y[m, n] += sum_k X[m, perm(k)] T[k, q[n, k]]`` over the columns of one segment's part, for row tile
     ``program_id(0)`` (of :data:`BT` rows) and rows ``program_id(1)`` of ``X``: ``program_id(2)`` is segment
     ``% NSEG``, part ``// NSEG`` of its columns (``NSEG = PARTS / SPLIT`` segments). Up to four segments of widths
@@ -510,7 +512,7 @@ def column_table_kernel(X, Y, Q, QH, QD0, QD1, QD2, QD3, TT, PERM, PTR, OROW, OC
     if HAS_OUT:
         acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_c, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW, OCOL,
                            OVAL, BLOCK_M, OUT_CHUNK, PARTS)
-    store_y(Y, acc, offs_m, m_mask, offs_n, N, PARTS)
+    store_y(Y, acc, offs_m, m_mask, offs_n, N, PARTS, T, TICKETS)
 
 
 # ------------------------------------------------------------------------------------------------- launch
@@ -541,25 +543,29 @@ def _launch(st: ColumnTableState, x: Tensor, c: Config) -> Tensor:
     m, n = x.shape[0], st.shape[0]
     bm = block_m(m)
     parts = len(st.segments) * c.split_k
-    y = output(m, n, parts, x)
+    y = output(m, n, parts, x, zero=not c.tickets)
     segs = st.segments + [Segment(0, 0, 0, 0, 0, 0)] * (MAX_SEGMENTS - len(st.segments))
     ints = [v for s in segs for v in (s.word_offset, s.col_offset, s.plane_offset, s.k_pad, s.k)]
     tma = word_tma(c, x)
     boxes = [segment_boxes(st, s, c.words) if tma and s.bits == 4 else st.words for s in segs]
-    column_table_kernel[(triton.cdiv(n, BT), triton.cdiv(m, bm), parts)](
-        x, y, st.words, st.high if st.high is not None else st.words, *boxes, st.planes,
+    grid = (triton.cdiv(n, BT), triton.cdiv(m, bm), parts)
+    column_table_kernel[grid](
+        x, y, tickets_or(y, grid, c),
+        st.words, st.high if st.high is not None else st.words, *boxes, st.planes,
         st.cols if st.cols is not None else st.planes, *outlier_args(st.outliers, y), m, n, x.stride(0), *ints,
         **{f"B{i}": s.bits for i, s in enumerate(segs)}, KR=c.words, SPLIT=c.split_k, PARTS=parts,
         HAS_PERM=st.cols is not None,
         HAS_OUT=st.outliers is not None, BLOCK_M=bm, OUT_CHUNK=out_chunk(BT, st.outliers),
-        ASM=compiled_ptx(x), TMA=tma, STAGES=c.num_stages, num_warps=c.num_warps, num_stages=1)
+        ASM=compiled_ptx(x), TMA=tma, STAGES=c.num_stages, TICKETS=c.tickets, num_warps=c.num_warps,
+        num_stages=1)
     return y.to(x.dtype)
 
 
 def tuning(st: ColumnTableState, xa: Tensor) -> tuple[tuple, list[Config]]:
     """The tuning key of ``st`` for activations ``xa`` and the configurations tried."""
     return (("column_table", *st.shape, tuple((s.bits, s.k_pad) for s in st.segments), st.outliers is not None,
-             block_m(xa.shape[0]), xa.dtype), GEMV_CONFIGS if xa.shape[0] == 1 else DOT_CONFIGS)
+             block_m(xa.shape[0]), xa.dtype),
+            with_tickets(GEMV_CONFIGS if xa.shape[0] == 1 else DOT_CONFIGS, len(st.segments)))
 
 
 def run(st: ColumnTableState, x: Tensor, config: Config | None = None) -> Tensor:

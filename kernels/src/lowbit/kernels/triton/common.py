@@ -362,9 +362,8 @@ def outliers_end(acc, first, end, r, d, col, X, stride_xm, offs_m, m_mask, offs_
 
 
 @triton.jit
-def store_y(Y, acc, offs_m, m_mask, offs_n, N, PARTS: tl.constexpr):
-    """Write the ``(BLOCK_M, BLOCK_N)`` tile in ``Y``'s dtype, or with ``PARTS`` > 1 programs adding into
-    each output (split K, segments) add it atomically (``Y`` zero-filled, fp16 or fp32: :func:`output`).
+def add_y(ptr, v, mask):
+    """Add the ``(BLOCK_M, BLOCK_N)`` tile ``v`` into ``y`` atomically (fire and forget).
 
     A GEMV tile (``BLOCK_M == 1``) of 4-64 rows has fewer outputs than the program has threads, so Triton
     gives its atomic one output a thread, and an fp16 atomic add of one element compiles to a loop of
@@ -373,18 +372,54 @@ def store_y(Y, acc, offs_m, m_mask, offs_n, N, PARTS: tl.constexpr):
     ``R x BLOCK_N`` (``R = 1024 / BLOCK_N``), only its first row unmasked: with at least two elements a
     thread Triton's atomic becomes one vector reduction of contiguous outputs (``REDG.E.ADD.F16x2..x8``,
     fire and forget; sm_90 SASS, ``benchmarks/kernel_sass.py --atomics``)."""
-    ptr = Y + offs_m[:, None] * N + offs_n[None, :]
-    mask = m_mask[:, None] & (offs_n < N)[None, :]
-    v = acc.to(Y.dtype.element_ty)
-    if PARTS == 1:
-        tl.store(ptr, v, mask=mask)
-    elif acc.shape[0] == 1:
-        BN: tl.constexpr = acc.shape[1]
+    if v.shape[0] == 1:
+        BN: tl.constexpr = v.shape[1]
         R: tl.constexpr = 1024 // BN if BN < 1024 else 1
         first = (tl.arange(0, R) == 0)[:, None]
         tl.atomic_add(tl.broadcast_to(ptr, (R, BN)), tl.broadcast_to(v, (R, BN)), mask=first & mask, sem="relaxed")
     else:
         tl.atomic_add(ptr, v, mask=mask, sem="relaxed")
+
+
+@triton.jit
+def store_y(Y, acc, offs_m, m_mask, offs_n, N, PARTS: tl.constexpr, T, TICKETS: tl.constexpr):
+    """Write the ``(BLOCK_M, BLOCK_N)`` tile in ``Y``'s dtype; with ``PARTS`` > 1 programs adding into each
+    output (split K, segments, outlier programs: ``program_id(2)``) add it (:func:`add_y`) into a
+    zero-filled ``y`` or, with ``TICKETS`` (``Config.tickets``), one not filled: the first of them to arrive
+    stores its partial, and the others add theirs after it.
+
+    Tickets (``T``: an int32 word pair a tile ``t = program_id(0) + program_id(1) num_programs(0)``, zero
+    before a device's first launch, :func:`tickets`): ``T[2t] = g 2^16 + a`` counts the ``a`` programs
+    of the current launch arrived here and its generation ``g``. A program takes ``v = T[2t]++``; the
+    last to arrive (``a = PARTS - 1``) starts the next generation, ``T[2t] += 2^16 - PARTS`` (``a`` back to
+    0, nothing reset). The first (``a = 0``) stores, then releases ``T[2t + 1] = g + 1 (mod 2^16)``; the
+    others wait to acquire that mark before adding. The first arrival is running, so the wait ends.
+    Launches of one device must not overlap (one stream at a time), since they share the words. A program
+    takes two round trips to L2 more than with the fill, which costs a graph node (about 1.3 µs on the
+    H100): the tuner chooses (the v19 change, docs/results.md)."""
+    ptr = Y + offs_m[:, None] * N + offs_n[None, :]
+    mask = m_mask[:, None] & (offs_n < N)[None, :]
+    v = acc.to(Y.dtype.element_ty)
+    if PARTS == 1:
+        tl.store(ptr, v, mask=mask)
+    elif TICKETS:
+        t = T + 2 * (tl.program_id(0) + tl.program_id(1) * tl.num_programs(0))
+        ticket = tl.atomic_add(t, 1, sem="relaxed")
+        arrived = ticket & 0xFFFF
+        mark = ((ticket >> 16) + 1) & 0xFFFF
+        if arrived == PARTS - 1:
+            tl.atomic_add(t, 0x10000 - PARTS, sem="relaxed")
+        if arrived == 0:
+            tl.store(ptr, v, mask=mask)
+            tl.debug_barrier()  # every thread's stores before the release
+            tl.atomic_xchg(t + 1, mark, sem="release")
+        else:
+            seen = tl.atomic_add(t + 1, 0, sem="acquire")
+            while seen != mark:
+                seen = tl.atomic_add(t + 1, 0, sem="acquire")
+            add_y(ptr, v, mask)
+    else:
+        add_y(ptr, v, mask)
 
 
 # ------------------------------------------------------------------------------------------------ launch
@@ -401,7 +436,8 @@ class Config:
     enough programs to fill the GPU; the fill is a graph node of its own, 1.2-1.8 µs a call on the H100,
     inside the times the tuner compares (docs/results.md, v15). ``tma`` (the uniform kernel; column tables'
     GEMVs): the code words come through the tensor memory accelerator, ``num_stages`` boxes in flight
-    (:func:`tma_words`)."""
+    (:func:`tma_words`). ``tickets``: the programs adding into each output take tickets instead, and ``y``
+    is not zero-filled (:func:`store_y`)."""
 
     block_n: int
     words: int
@@ -409,6 +445,7 @@ class Config:
     num_stages: int = 2
     split_k: int = 1
     tma: bool = False
+    tickets: bool = False
 
 
 # GEMV: the session-12 list (2-8 KiB of codes per program and iteration, 256-1024 programs on the
@@ -483,12 +520,19 @@ def candidates(m: int, split: bool = True, tensor_core: bool = False) -> list[Co
     ``split`` only those of ``split_k = 1`` (kernels that always sum all of K in one program);
     ``tensor_core``: the uniform kernel's, whose batches use :data:`TC_CONFIGS` (weights-as-``A`` tiles) and
     whose GEMV also tries :data:`TMA_GEMV_CONFIGS` and whose batches try each tile with its words through TMA
-    too (on the H100 0.94-0.99x the time at the configurations the batch-16 sweeps had chosen, v16)."""
+    too (on the H100 0.94-0.99x the time at the configurations the batch-16 sweeps had chosen, v16); with
+    tickets too (:func:`with_tickets`)."""
     if m == 1:
         configs = GEMV_CONFIGS + TMA_GEMV_CONFIGS if tensor_core else GEMV_CONFIGS
     else:
         configs = TC_CONFIGS + TMA_TC_CONFIGS if tensor_core else DOT_CONFIGS
-    return [c for c in configs if split or c.split_k == 1]
+    return with_tickets([c for c in configs if split or c.split_k == 1])
+
+
+def with_tickets(configs: list[Config], segments: int = 1) -> list[Config]:
+    """``configs``, then each whose programs add into each output (split K, or the ``segments`` of mixed
+    column tables) with tickets (:func:`store_y`)."""
+    return configs + [replace(c, tickets=True) for c in configs if c.split_k * segments > 1]
 
 
 def out_chunk(block_n: int, o: Outliers | None = None) -> int:
@@ -531,13 +575,34 @@ def gather_stages(c: Config, bm: int) -> int:
 def output(m: int, n: int, parts: int, like: Tensor, zero: bool = True) -> Tensor:
     """The ``(m, n)`` output of a launch: in ``like``'s dtype, or where ``parts`` > 1 programs add their
     partials into each output atomically (split K, the segments of mixed column tables) zero-filled
-    (unless ``zero`` is False: a kernel launched before them zeroes it), and in fp32 for bf16
-    activations: a bf16 partial keeps 8 bits, and Triton's interpreter has no bf16 atomic add. The
-    launch returns ``y.to(like.dtype)`` (a cast only in that case)."""
+    (unless ``zero`` is False: a kernel launched before them zeroes it, or they take tickets,
+    :func:`store_y`), and in fp32 for bf16 activations: a bf16 partial keeps 8 bits, and Triton's
+    interpreter has no bf16 atomic add. The launch returns ``y.to(like.dtype)`` (a cast only in that case)."""
     if parts == 1:
         return torch.empty(m, n, dtype=like.dtype, device=like.device)
     dtype = torch.float32 if like.dtype == torch.bfloat16 else like.dtype
     return (torch.zeros if zero else torch.empty)(m, n, dtype=dtype, device=like.device)
+
+
+_TICKETS: dict[torch.device, list[Tensor]] = {}  # device -> its ticket words, the largest last
+
+
+def tickets_or(y: Tensor, grid: tuple[int, ...], c: Config) -> Tensor:
+    """The ticket words of a launch at ``c`` (:func:`tickets`), or ``y`` as a placeholder without tickets."""
+    return tickets(grid, y) if c.tickets else y
+
+
+def tickets(grid: tuple[int, ...], like: Tensor) -> Tensor:
+    """The int32 ticket words of :func:`store_y` for a launch ``grid`` (row tiles, row blocks of ``x``,
+    parts) on ``like``'s device: two a tile, shared by the device's launches, which leave them as valid as
+    they found them (zero at first). A launch with more tiles than the device's words gets new ones,
+    zero-filled once (in a CUDA graph being captured, by each replay), and the old ones stay allocated for
+    the graphs that hold them."""
+    need = 2 * grid[0] * grid[1]
+    have = _TICKETS.setdefault(like.device, [])
+    if not have or have[-1].numel() < need:
+        have.append(torch.zeros(max(need, 1 << 14), dtype=torch.int32, device=like.device))
+    return have[-1]
 
 
 def split_blocks(n_blocks: int, gpi: int, split_k: int) -> int:

@@ -88,6 +88,7 @@ from .common import (
     run_tuned,
     split_blocks,
     store_y,
+    tickets_or,
     tma_words,
 )
 
@@ -489,12 +490,12 @@ def main_loop(X, Q0, Q1, QD0, QD1, S, PERM, rows, row0, offs_m, m_mask, stride_x
 
 
 @triton.jit
-def uniform_kernel(X, Y, Q0, Q1, QD0, QD1, S, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, row_words, s_stride,
+def uniform_kernel(X, Y, T, Q0, Q1, QD0, QD1, S, PERM, PTR, OROW, OCOL, OVAL, M, N, K, stride_xm, row_words, s_stride,
                    MAGIC, GS: tl.constexpr, KB: tl.constexpr, PER: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
                    HAS_PERM: tl.constexpr, HAS_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    GPI: tl.constexpr, SPLIT: tl.constexpr, SPLIT_BLOCKS, OUT_CHUNK: tl.constexpr, ASM: tl.constexpr,
                    PREFETCH: tl.constexpr, OUT_PROGS: tl.constexpr, REP: tl.constexpr, TMA: tl.constexpr,
-                   STAGES: tl.constexpr):
+                   STAGES: tl.constexpr, TICKETS: tl.constexpr):
     """``Y[m, n] = sum_k X[m, perm(k)] (s[n, g] q[n, k] + b[n, g])`` (``g = k // GS``, ``b = -z s``; with
     ``REP`` bit planes, kernel column ``k`` reads input ``k // (REP KB) KB + k % KB``) for
     ``BLOCK_N`` rows over blocks ``pid_k SPLIT_BLOCKS ..`` of ``KB`` inputs (all of K without split),
@@ -534,7 +535,7 @@ def uniform_kernel(X, Y, Q0, Q1, QD0, QD1, S, PERM, PTR, OROW, OCOL, OVAL, M, N,
         if HAS_OUT:
             acc = outliers_end(acc, o_first, o_end, o_r, o_d, o_c, X, stride_xm, offs_m, m_mask, offs_n, N, PTR, OROW,
                                OCOL, OVAL, BLOCK_M, OUT_CHUNK, SPLIT)
-    store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT + OUT_PROGS)
+    store_y(Y, acc, offs_m, m_mask, offs_n, N, SPLIT + OUT_PROGS, T, TICKETS)
 
 
 def outlier_programs(st: UniformState, c: Config, bm: int) -> int:
@@ -577,19 +578,20 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     gpi = blocks_per_iter(c, per, st.block, triton.cdiv(n_blocks, c.split_k), bm,
                           shared=max_shared(x.device.index) if x.is_cuda else None)
     walkers = outlier_programs(st, c, bm)
-    y = output(m, n, c.split_k + walkers, x)
+    y = output(m, n, c.split_k + walkers, x, zero=not c.tickets)
     grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k + walkers)
     tma = word_tma(st, c, x)
     boxes = [word_boxes(p, n_blocks, st.block // per, c.block_n, gpi) for p in st.planes] if tma else st.planes
     uniform_kernel[grid](
-        x, y, st.planes[0], st.planes[-1], boxes[0], boxes[-1], st.sb, st.perm if st.perm is not None else st.sb,
+        x, y, tickets_or(y, grid, c),
+        st.planes[0], st.planes[-1], boxes[0], boxes[-1], st.sb, st.perm if st.perm is not None else st.sb,
         *outlier_args(st.outliers, y, c.block_n, bm), m, n, k, x.stride(0), st.planes[0].shape[1], st.sb.stride(0),
         0x4B000000,
         GS=st.group_size, KB=st.block, PER=per, W0=planes[0], W1=planes[1] if len(planes) > 1 else 0,
         HAS_PERM=st.perm is not None, HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n,
         GPI=gpi, SPLIT=c.split_k, SPLIT_BLOCKS=split_blocks(n_blocks, gpi, c.split_k),
         OUT_CHUNK=out_chunk(c.block_n, st.outliers), ASM=x.is_cuda, PREFETCH=loads_ahead(c, bm),
-        OUT_PROGS=walkers, REP=st.rep, TMA=tma, STAGES=c.num_stages, num_warps=c.num_warps,
+        OUT_PROGS=walkers, REP=st.rep, TMA=tma, STAGES=c.num_stages, TICKETS=c.tickets, num_warps=c.num_warps,
         num_stages=1 if tma and bm == 1 else c.num_stages)
     return y.to(x.dtype)
 
