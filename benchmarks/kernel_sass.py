@@ -35,7 +35,7 @@ from types import ModuleType
 POINTERS = {"X", "Y", "Q0", "Q1", "S", "OFF", "PERM", "PTR", "OROW", "OCOL", "OVAL", "C", "CB", "T", "Q", "QH",
             "TT", "LUT"}
 DIV16 = {"K", "N", "stride_xm", "row_words", "row_words1", "n_groups", "s_stride", "MAGIC", "stride_cn", "stride_cj"}
-POINTER_TYPES = {"Q": "*i32", "QH": "*i16", "TT": "*i32", "Q0": "*i32", "Q1": "*i32",
+POINTER_TYPES = {"Q": "*i32", "QH": "*i16", "TT": "*i32", "T": "*i32", "Q0": "*i32", "Q1": "*i32",
                  "C": "*i16", "PTR": "*i32", "OROW": "*i16", "OCOL": "*i16", "PERM": "*i32", "LUT": "*fp32"}
 
 
@@ -73,7 +73,7 @@ def compile_kernel(fn, constexprs: dict, num_warps: int, num_stages: int, types:
     from triton.compiler import ASTSource
 
     names = fn.arg_names
-    constexprs = {"TMA": False, "STAGES": 1, **constexprs}  # register word loads unless asked (since v16)
+    constexprs = {"TMA": False, "STAGES": 1, "TICKETS": False, **constexprs}  # register word loads, no tickets
     const = {k: v for k, v in constexprs.items() if k in names}
     sig = {n: "constexpr" if n in const else POINTER_TYPES.get(n, "*fp16") if n in POINTERS else "i32" for n in names}
     if "s_stride" in names:  # the uniform kernel's packed scales and offsets (int32 words, since v18)
@@ -146,13 +146,18 @@ def column_table_rows(column_tables: ModuleType) -> list[tuple]:
 def atomic_rows(mods: dict[str, ModuleType]) -> list[tuple[str, str, list[str]]]:
     """The atomic instructions (``ATOMG``, ``REDG``) with which the kernels add their partials into ``y``
     (split K, mixed-width segments): GEMVs of 4-32 rows a tile and batches of 16, where the kernels have
-    them. A compare-and-swap (``ATOMG.E.CAS``) is an fp16 add emulated one element at a time."""
+    them. A compare-and-swap (``ATOMG.E.CAS``) is an fp16 add emulated one element at a time. With tickets
+    (``Config.tickets``, since v19) the uniform cases again, with their fences (``MEMBAR``) and
+    acquiring loads (``LDG.E.STRONG.GPU``: the wait for the first program's mark)."""
     u, ct, ad = mods["uniform"], mods.get("column_tables"), mods["additive"]
     cases = []
     for bm, bn, nw in ((1, 8, 8), (1, 32, 4), (16, 128, 4)):
         const = dict(GS=128, KB=128, PER=8, W0=4, W1=0, HAS_PERM=False, HAS_OUT=False, BLOCK_M=bm, BLOCK_N=bn,
                      GPI=4 if bm == 1 else 2, SPLIT=2, OUT_CHUNK=32, ASM=True, PREFETCH=bm == 1, OUT_PROGS=0, REP=1)
         cases.append(("uniform 4-bit", f"batch {bm}, {bn} rows, split 2", u.uniform_kernel, const, nw, 2))
+        if "TICKETS" in u.uniform_kernel.arg_names:
+            cases.append(("uniform 4-bit", f"batch {bm}, {bn} rows, split 2, tickets", u.uniform_kernel,
+                          {**const, "TICKETS": True}, nw, 2))
     if ct is not None and "PARTS" in ct.column_table_kernel.arg_names:
         for bm, kr, nw, widths in ((1, 256, 8, (4, 0, 0)), (1, 128, 4, (2, 3, 4)), (16, 64, 4, (4, 0, 0))):
             const = dict(B0=widths[0], B1=widths[1], B2=widths[2], B3=0, HAS_PERM=False, HAS_OUT=False, KR=kr,
@@ -167,7 +172,7 @@ def atomic_rows(mods: dict[str, ModuleType]) -> list[tuple[str, str, list[str]]]
     rows = []
     for kind, case, fn, const, nw, ns in cases:
         sass = compile_sass(fn, const, nw, ns)
-        ops = [m.group(1) for m in re.finditer(r"\b((?:ATOMG|REDG)\.[A-Za-z0-9.]+)", sass)]
+        ops = [m.group(1) for m in re.finditer(r"\b((?:ATOMG|REDG|MEMBAR)\.[A-Za-z0-9.]+|LDG\.E\.STRONG\.GPU)", sass)]
         rows.append((kind, case, ops))
     return rows
 
