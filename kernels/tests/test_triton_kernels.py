@@ -595,6 +595,33 @@ def test_tuner_times_in_graphs_and_not_while_capturing(monkeypatch) -> None:
     assert used[-1] == configs[0] and common._BEST == {}
 
 
+@cuda
+def test_tickets_in_cuda_graphs(monkeypatch) -> None:
+    """Ticket words first needed inside a capture are the graph's own (each replay zeroes them), never the
+    device's; outside graphs a launch gets the device's words, zero as it found them; replays and eager
+    launches in turn keep the sums right (split 4 at batch 6, split 2 at batch 1)."""
+    monkeypatch.setattr(common, "_TICKETS", {})
+    monkeypatch.setattr(common, "_CAPTURED", [])
+    qw = random_uniform(256, 512, 4, 128, seed=4, device=DEVICE)
+    st0 = uniform.prepare(qw, DEVICE)
+    for m, config in [(6, Config(32, 32, 4, 2, 4, tickets=True)), (1, Config(32, 16, 4, 2, 2, tickets=True))]:
+        x = xs(m, 512, m)
+        ref = uniform.run(st0, x, dataclasses.replace(config, tickets=False))  # compiled before the capture
+        uniform.run(st0, x, config)
+        common._TICKETS.clear()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            y = uniform.run(st0, x, config)
+        assert len(common._CAPTURED) == 1 and common._TICKETS[x.device] == []
+        for _ in range(3):
+            graph.replay()
+            torch.testing.assert_close(y, ref, rtol=2e-3, atol=2e-3)
+            torch.testing.assert_close(uniform.run(st0, x, config), ref, rtol=2e-3, atol=2e-3)
+        (words,) = common._TICKETS[x.device]
+        assert not (words[0::2] & 0xFFFF).any()
+        common._CAPTURED.clear()
+
+
 def test_table_mixed_bf16_adds_in_fp32() -> None:
     """Mixed widths always add their segments' partials atomically; with bf16 activations they go through
     an fp32 buffer (the interpreter has no bf16 atomic add, and a bf16 partial keeps 8 bits) and come back

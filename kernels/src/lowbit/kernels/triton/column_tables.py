@@ -33,7 +33,7 @@ On sm_90 the GEMV's configurations with ``tma`` take a 4-bit segment's words as 
 copied by the tensor memory accelerator, pipelined over ``num_stages`` buffers (:func:`segment_boxes`; its 16-byte
 rows exclude the 1- to 3-bit segments, whose word rows are 4 or 8 bytes; since v16).
 ``split_k`` programs share a row tile along K and add their partials atomically (into a zero-filled
-``y``).
+``y``, or one the first of them stores into with tickets: :func:`lowbit.kernels.triton.common.store_y`).
 
 **Mixed widths in one launch**: the columns of each width form a segment (padded to a multiple of
 :data:`PAD` columns: zero codes and tables, activations masked), with their input indices; the segments'

@@ -24,10 +24,11 @@ be a multiple of ``BLOCK_K``; the uniform GEMV masks only their codes, scales an
 last block's activations, unmasked). With ``split_k = 1`` one launch writes ``y`` in the activations' dtype
 (no zero-fill, atomics or cast); with ``split_k > 1`` (chosen by the tuner, see :class:`Config`)
 programs ``pid_k`` sum consecutive ranges of ``SPLIT_BLOCKS`` blocks and add into a zero-filled ``y``
-(:func:`output`; so do the width segments of mixed column tables).
+(:func:`output`; so do the width segments of mixed column tables), or, with ``Config.tickets``, into a ``y``
+not filled, whose first writer per tile each launch is the first program to arrive (:func:`store_y`).
 A batch of one row is a GEMV on the CUDA cores: an fp32 ``(BLOCK_N, GPI, WB)`` accumulator gets
 ``w x`` elementwise, reduced over K once after the loop (no reduction per iteration), each code read in
-place with a power of two chosen per bit position (:func:`lowbit.kernels.triton.uniform.code_value`).
+place with a power of two chosen per bit position (:func:`lowbit.kernels.triton.uniform.biased_code`).
 Larger batches dequantize pairs of codes in f16x2 and ``tl.dot`` them with the operands swapped (fp32
 accumulation; :mod:`lowbit.kernels.triton.uniform`).
 
@@ -395,8 +396,8 @@ def store_y(Y, acc, offs_m, m_mask, offs_n, N, PARTS: tl.constexpr, T, TICKETS: 
     0, nothing reset). The first (``a = 0``) stores, then releases ``T[2t + 1] = g + 1 (mod 2^16)``; the
     others wait to acquire that mark before adding. The first arrival is running, so the wait ends.
     Launches of one device must not overlap (one stream at a time), since they share the words. A program
-    takes two round trips to L2 more than with the fill, which costs a graph node (about 1.3 µs on the
-    H100): the tuner chooses (the v19 change, docs/results.md)."""
+    waits for one or two round trips to L2 more than with the fill, which costs a graph node (about 1.3 µs
+    on the H100): the tuner chooses (the v19 change, docs/results.md)."""
     ptr = Y + offs_m[:, None] * N + offs_n[None, :]
     mask = m_mask[:, None] & (offs_n < N)[None, :]
     v = acc.to(Y.dtype.element_ty)
@@ -437,7 +438,11 @@ class Config:
     inside the times the tuner compares (docs/results.md, v15). ``tma`` (the uniform kernel; column tables'
     GEMVs): the code words come through the tensor memory accelerator, ``num_stages`` boxes in flight
     (:func:`tma_words`). ``tickets``: the programs adding into each output take tickets instead, and ``y``
-    is not zero-filled (:func:`store_y`)."""
+    is not zero-filled (:func:`store_y`): no fill, but each program waits at its end for a ticket, and all
+    but the first then for the first's mark, which costs more than the fill where many short programs run in
+    waves (on the H100 the batch
+    outlier programs, mixed-width tables at 11008 x 4096; the per-GPU file takes tickets at 29 of its 72
+    keys, docs/results.md, v19)."""
 
     block_n: int
     words: int
@@ -585,6 +590,7 @@ def output(m: int, n: int, parts: int, like: Tensor, zero: bool = True) -> Tenso
 
 
 _TICKETS: dict[torch.device, list[Tensor]] = {}  # device -> its ticket words, the largest last
+_CAPTURED: list[Tensor] = []  # ticket words of launches captured in CUDA graphs, kept for their replays
 
 
 def tickets_or(y: Tensor, grid: tuple[int, ...], c: Config) -> Tensor:
@@ -596,13 +602,16 @@ def tickets(grid: tuple[int, ...], like: Tensor) -> Tensor:
     """The int32 ticket words of :func:`store_y` for a launch ``grid`` (row tiles, row blocks of ``x``,
     parts) on ``like``'s device: two a tile, shared by the device's launches, which leave them as valid as
     they found them (zero at first). A launch with more tiles than the device's words gets new ones,
-    zero-filled once (in a CUDA graph being captured, by each replay), and the old ones stay allocated for
-    the graphs that hold them."""
+    zero-filled, and the old ones stay allocated for the CUDA graphs that hold them. A launch being captured
+    in a graph that needs new ones gets words of its own, which each replay zeroes first (the capture runs
+    nothing, so they are never shared with launches outside the graph)."""
     need = 2 * grid[0] * grid[1]
     have = _TICKETS.setdefault(like.device, [])
-    if not have or have[-1].numel() < need:
-        have.append(torch.zeros(max(need, 1 << 14), dtype=torch.int32, device=like.device))
-    return have[-1]
+    if have and have[-1].numel() >= need:
+        return have[-1]
+    words = torch.zeros(max(need, 1 << 14), dtype=torch.int32, device=like.device)
+    (_CAPTURED if like.is_cuda and torch.cuda.is_current_stream_capturing() else have).append(words)
+    return words
 
 
 def split_blocks(n_blocks: int, gpi: int, split_k: int) -> int:
