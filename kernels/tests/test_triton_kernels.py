@@ -303,10 +303,13 @@ def test_additive_dot_table(m_b: tuple[int, int]) -> None:
     assert (lut[9] == 0).all()
 
 
-def test_additive_checks_inputs() -> None:
-    """Bad shapes and formats raise."""
+def test_additive_table_zeroes_the_output_and_checks_inputs() -> None:
+    """The table kernel zeroes the split-K output it is given (whatever it held); bad shapes and formats raise."""
     qw = random_additive(40, 72, 2, 8, seed=3, device=DEVICE)
     state = additive.prepare(qw)
+    y = torch.full((1, 40), float("nan"), dtype=torch.float16, device=DEVICE)
+    additive.dot_table(state, xs(1, 72, 1), y)
+    assert (y == 0).all()
     with pytest.raises(ValueError, match="one row"):
         additive.dot_table(state, xs(2, 72, 1))
     with pytest.raises(ValueError, match="inputs"):

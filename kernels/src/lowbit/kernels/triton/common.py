@@ -440,9 +440,8 @@ class Config:
     (:func:`tma_words`). ``tickets``: the programs adding into each output take tickets instead, and ``y``
     is not zero-filled (:func:`store_y`): no fill, but each program waits at its end for a ticket, and all
     but the first then for the first's mark, which costs more than the fill where many short programs run in
-    waves (on the H100 the batch
-    outlier programs, mixed-width tables at 11008 x 4096; the per-GPU file takes tickets at 29 of its 72
-    keys, docs/results.md, v19)."""
+    waves (on the H100 the batches' outlier programs, mixed-width tables at 11008 x 4096; the per-GPU file
+    takes tickets at 29 of its 72 keys, docs/results.md, v19)."""
 
     block_n: int
     words: int
