@@ -609,8 +609,7 @@ def test_tickets_in_cuda_graphs(monkeypatch) -> None:
     st0 = uniform.prepare(qw, DEVICE)
     for m, config in [(6, Config(32, 32, 4, 2, 4, tickets=True)), (1, Config(32, 16, 4, 2, 2, tickets=True))]:
         x = xs(m, 512, m)
-        ref = uniform.run(st0, x, dataclasses.replace(config, tickets=False))  # compiled before the capture
-        uniform.run(st0, x, config)
+        uniform.run(st0, x, config)  # compiled before the capture
         common._TICKETS.clear()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
@@ -618,11 +617,34 @@ def test_tickets_in_cuda_graphs(monkeypatch) -> None:
         assert len(common._CAPTURED) == 1 and common._TICKETS[x.device] == []
         for _ in range(3):
             graph.replay()
-            torch.testing.assert_close(y, ref, rtol=2e-3, atol=2e-3)
-            torch.testing.assert_close(uniform.run(st0, x, config), ref, rtol=2e-3, atol=2e-3)
+            check(qw, y, x)
+            check(qw, uniform.run(st0, x, config), x)
         (words,) = common._TICKETS[x.device]
         assert not (words[0::2] & 0xFFFF).any()
         common._CAPTURED.clear()
+
+
+@cuda
+def test_tickets_across_streams(monkeypatch) -> None:
+    """Eager ticketed launches on two streams in turn, with nothing synchronizing them: each waits for the
+    other stream's queued work before it takes tickets (``common.after_last_stream``), so the sums are right."""
+    monkeypatch.setattr(common, "_STREAM", {})
+    qw = random_uniform(256, 512, 4, 128, seed=5, device=DEVICE)
+    st0 = uniform.prepare(qw, DEVICE)
+    config = Config(32, 32, 4, 2, 4, tickets=True)
+    x = xs(6, 512, 6)
+    uniform.run(st0, x, config)  # compiled
+    streams = [torch.cuda.Stream(), torch.cuda.Stream()]
+    for s in streams:
+        s.wait_stream(torch.cuda.current_stream())
+    ys = []
+    for i in range(8):
+        with torch.cuda.stream(streams[i % 2]):
+            ys.append(uniform.run(st0, x, config))
+            assert common._STREAM[x.device] == streams[i % 2]
+    torch.cuda.synchronize()
+    for y in ys:
+        check(qw, y, x)
 
 
 def test_table_mixed_bf16_adds_in_fp32() -> None:

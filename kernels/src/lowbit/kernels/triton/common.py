@@ -395,7 +395,8 @@ def store_y(Y, acc, offs_m, m_mask, offs_n, N, PARTS: tl.constexpr, T, TICKETS: 
     last to arrive (``a = PARTS - 1``) starts the next generation, ``T[2t] += 2^16 - PARTS`` (``a`` back to
     0, nothing reset). The first (``a = 0``) stores, then releases ``T[2t + 1] = g + 1 (mod 2^16)``; the
     others wait to acquire that mark before adding. The first arrival is running, so the wait ends.
-    Launches of one device must not overlap (one stream at a time), since they share the words. A program
+    Launches that share the words must not overlap: an eager launch on a second stream waits for the first
+    (:func:`tickets`), and graphs holding them must not be replayed on two streams at once. A program
     waits for one or two round trips to L2 more than with the fill, which costs a graph node (about 1.3 µs
     on the H100): the tuner chooses (the v19 change, docs/results.md)."""
     ptr = Y + offs_m[:, None] * N + offs_n[None, :]
@@ -590,6 +591,7 @@ def output(m: int, n: int, parts: int, like: Tensor, zero: bool = True) -> Tenso
 
 _TICKETS: dict[torch.device, list[Tensor]] = {}  # device -> its ticket words, the largest last
 _CAPTURED: list[Tensor] = []  # ticket words of launches captured in CUDA graphs, kept for their replays
+_STREAM: dict[torch.device, torch.cuda.Stream] = {}  # device -> the stream of its last ticketed launch
 
 
 def tickets_or(y: Tensor, grid: tuple[int, ...], c: Config) -> Tensor:
@@ -603,14 +605,30 @@ def tickets(grid: tuple[int, ...], like: Tensor) -> Tensor:
     they found them (zero at first). A launch with more tiles than the device's words gets new ones,
     zero-filled, and the old ones stay allocated for the CUDA graphs that hold them. A launch being captured
     in a graph that needs new ones gets words of its own, which each replay zeroes first (the capture runs
-    nothing, so they are never shared with launches outside the graph)."""
+    nothing, so they are never shared with launches outside the graph). Launches that share the words must
+    not overlap, so a launch on another stream than the device's last ticketed one first waits for that
+    stream's work (:func:`after_last_stream`)."""
     need = 2 * grid[0] * grid[1]
+    after_last_stream(like)
     have = _TICKETS.setdefault(like.device, [])
     if have and have[-1].numel() >= need:
         return have[-1]
     words = torch.zeros(max(need, 1 << 14), dtype=torch.int32, device=like.device)
     (_CAPTURED if like.is_cuda and torch.cuda.is_current_stream_capturing() else have).append(words)
     return words
+
+
+def after_last_stream(like: Tensor) -> None:
+    """Make the current stream of ``like``'s device wait for the work queued so far on the stream of the
+    device's last ticketed launch, where that was another stream (eager launches; a launch being captured
+    is left alone, so graphs sharing the words must not be replayed on two streams at once)."""
+    if not like.is_cuda or torch.cuda.is_current_stream_capturing():
+        return
+    stream = torch.cuda.current_stream(like.device)
+    last = _STREAM.get(like.device)
+    if last is not None and last != stream:
+        stream.wait_stream(last)
+    _STREAM[like.device] = stream
 
 
 def split_blocks(n_blocks: int, gpi: int, split_k: int) -> int:
