@@ -19,7 +19,7 @@ if INTERPRET:
 os.environ.setdefault("LOWBIT_TRITON_TUNE", "0")  # first configuration: the tests compile few variants
 pytest.importorskip("triton")
 
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from lowbit.core.formats import QuantizedWeight, binary_code_values  # noqa: E402
@@ -399,6 +399,7 @@ def test_pack_codes_round_trip(bits: int, n: int, kb: int, n_blocks: int, seed: 
 @settings(max_examples=8, deadline=None)
 @given(st.sampled_from([(1, Config(16, 32, 2, 2, 3)), (1, Config(32, 16, 4, 2, 2)), (6, Config(16, 32, 4, 2, 4))]),
        st.sampled_from([0, 0xFFFE, 0xFFFF]) | st.integers(0, 0xFFFF), st.integers(1, 3))
+@example((6, Config(16, 32, 4, 2, 4)), 0xFFFF, 1)  # the generation wraps: tried first, every run
 def test_split_k_tickets(path: tuple[int, Config], generation: int, calls: int) -> None:
     """Split-K programs with tickets (``Config.tickets``) write an output that held anything (NaN here):
     per tile the first to arrive stores, the others add after it (``common.store_y``). The ticket words
@@ -413,8 +414,8 @@ def test_split_k_tickets(path: tuple[int, Config], generation: int, calls: int) 
     words = torch.zeros(2 * tiles, dtype=torch.int32, device=DEVICE)
     words[0::2], words[1::2] = (generation << 16) - (generation >> 15 << 32), generation  # as int32
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(uniform, "output", lambda m, n, parts, like, zero: torch.full(
-            (m, n), float("nan"), dtype=like.dtype, device=like.device))
+        mp.setattr(uniform, "output", lambda m, n, grid, like, c: (torch.full(
+            (m, n), float("nan"), dtype=like.dtype, device=like.device), common.tickets(grid, like)))
         mp.setitem(common._TICKETS, x.device, [words])
         for _ in range(calls):
             check(qw, uniform.run(state, x, config), x)

@@ -79,7 +79,6 @@ from .common import (
     signed_bits,
     split_blocks,
     store_y,
-    tickets_or,
     zeros_acc,
 )
 
@@ -338,17 +337,16 @@ def _launch(st: AdditiveState, x: Tensor, c: Config) -> Tensor:
     m, (n, k) = x.shape[0], st.shape
     bm = block_m(m)
     lut = uses_lut(st, m, c)
-    y = output(m, n, c.split_k, x, zero=not (lut or c.tickets))  # with a table, its launch zeroes it
+    grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k)
+    y, words = output(m, n, grid, x, c, zeroed=lut)  # with a table, its launch zeroes y (without tickets)
     n_groups = k // GROUP
     # one int16 code per 8 weights: half a config word per group keeps the fp32 tiles at the uniform
     # kernel's size (BLOCK_N x words values)
     block_j = max(2, min(c.words // 2, triton.next_power_of_2(triton.cdiv(n_groups, c.split_k))))  # tl.dot: K >= 16
     pdl = lut and dependent_launch(x)
     table = dot_table(st, x, y if c.split_k > 1 and not c.tickets else None, pdl) if lut else x  # (x: a placeholder)
-    grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k)
     additive_kernel[grid](
-        x, table, y, tickets_or(y, grid, c),
-        st.codes, st.codebooks, st.scales, *outlier_args(st.outliers, y), m, n,
+        x, table, y, words, st.codes, st.codebooks, st.scales, *outlier_args(st.outliers, y), m, n,
         k, x.stride(0), *st.codes.stride(), n_groups, NCB=st.n_codebooks, B=st.bits, USE_LUT=lut,
         HAS_OUT=st.outliers is not None, BLOCK_M=bm, BLOCK_N=c.block_n, BLOCK_J=block_j, SPLIT=c.split_k,
         SPLIT_GROUPS=split_blocks(n_groups, block_j, c.split_k), OUT_CHUNK=out_chunk(c.block_n, st.outliers),

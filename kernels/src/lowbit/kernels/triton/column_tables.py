@@ -70,7 +70,6 @@ from .common import (
     run_tuned,
     signed_bits,
     store_y,
-    tickets_or,
     tma_words,
     with_tickets,
 )
@@ -543,15 +542,14 @@ def _launch(st: ColumnTableState, x: Tensor, c: Config) -> Tensor:
     m, n = x.shape[0], st.shape[0]
     bm = block_m(m)
     parts = len(st.segments) * c.split_k
-    y = output(m, n, parts, x, zero=not c.tickets)
+    grid = (triton.cdiv(n, BT), triton.cdiv(m, bm), parts)
+    y, words = output(m, n, grid, x, c)
     segs = st.segments + [Segment(0, 0, 0, 0, 0, 0)] * (MAX_SEGMENTS - len(st.segments))
     ints = [v for s in segs for v in (s.word_offset, s.col_offset, s.plane_offset, s.k_pad, s.k)]
     tma = word_tma(c, x)
     boxes = [segment_boxes(st, s, c.words) if tma and s.bits == 4 else st.words for s in segs]
-    grid = (triton.cdiv(n, BT), triton.cdiv(m, bm), parts)
     column_table_kernel[grid](
-        x, y, tickets_or(y, grid, c),
-        st.words, st.high if st.high is not None else st.words, *boxes, st.planes,
+        x, y, words, st.words, st.high if st.high is not None else st.words, *boxes, st.planes,
         st.cols if st.cols is not None else st.planes, *outlier_args(st.outliers, y), m, n, x.stride(0), *ints,
         **{f"B{i}": s.bits for i, s in enumerate(segs)}, KR=c.words, SPLIT=c.split_k, PARTS=parts,
         HAS_PERM=st.cols is not None,

@@ -577,26 +577,25 @@ def gather_stages(c: Config, bm: int) -> int:
     return c.num_stages if bm == 1 else 1
 
 
-def output(m: int, n: int, parts: int, like: Tensor, zero: bool = True) -> Tensor:
-    """The ``(m, n)`` output of a launch: in ``like``'s dtype, or where ``parts`` > 1 programs add their
-    partials into each output atomically (split K, the segments of mixed column tables) zero-filled
-    (unless ``zero`` is False: a kernel launched before them zeroes it, or they take tickets,
-    :func:`store_y`), and in fp32 for bf16 activations: a bf16 partial keeps 8 bits, and Triton's
-    interpreter has no bf16 atomic add. The launch returns ``y.to(like.dtype)`` (a cast only in that case)."""
-    if parts == 1:
-        return torch.empty(m, n, dtype=like.dtype, device=like.device)
+def output(m: int, n: int, grid: tuple[int, ...], like: Tensor, c: Config,
+           zeroed: bool = False) -> tuple[Tensor, Tensor]:
+    """The ``(m, n)`` output of a launch ``grid`` (row tiles, row blocks of ``x``, parts) at ``c``, and its
+    ticket words (:func:`tickets`; ``y`` as a placeholder without tickets). In ``like``'s dtype, or where the
+    ``grid[2]`` > 1 parts add their partials into each output (split K, the segments of mixed column tables,
+    outlier programs) in fp32 for bf16 activations: a bf16 partial keeps 8 bits, and Triton's interpreter has
+    no bf16 atomic add (the launch returns ``y.to(like.dtype)``, a cast only in that case); zero-filled then,
+    unless they take tickets or a kernel launched before them zeroes it (``zeroed``)."""
+    if grid[2] == 1:
+        y = torch.empty(m, n, dtype=like.dtype, device=like.device)
+        return y, y
     dtype = torch.float32 if like.dtype == torch.bfloat16 else like.dtype
-    return (torch.zeros if zero else torch.empty)(m, n, dtype=dtype, device=like.device)
+    y = (torch.empty if zeroed or c.tickets else torch.zeros)(m, n, dtype=dtype, device=like.device)
+    return y, tickets(grid, like) if c.tickets else y
 
 
 _TICKETS: dict[torch.device, list[Tensor]] = {}  # device -> its ticket words, the largest last
 _CAPTURED: list[Tensor] = []  # ticket words of launches captured in CUDA graphs, kept for their replays
 _STREAM: dict[torch.device, torch.cuda.Stream] = {}  # device -> the stream of its last ticketed launch
-
-
-def tickets_or(y: Tensor, grid: tuple[int, ...], c: Config) -> Tensor:
-    """The ticket words of a launch at ``c`` (:func:`tickets`), or ``y`` as a placeholder without tickets."""
-    return tickets(grid, y) if c.tickets else y
 
 
 def tickets(grid: tuple[int, ...], like: Tensor) -> Tensor:
@@ -606,29 +605,29 @@ def tickets(grid: tuple[int, ...], like: Tensor) -> Tensor:
     zero-filled, and the old ones stay allocated for the CUDA graphs that hold them. A launch being captured
     in a graph that needs new ones gets words of its own, which each replay zeroes first (the capture runs
     nothing, so they are never shared with launches outside the graph). Launches that share the words must
-    not overlap, so a launch on another stream than the device's last ticketed one first waits for that
-    stream's work (:func:`after_last_stream`)."""
+    not overlap, so an eager launch on another stream than the device's last ticketed one first waits for
+    that stream's work (:func:`after_last_stream`)."""
+    capturing = like.is_cuda and torch.cuda.is_current_stream_capturing()
+    if like.is_cuda and not capturing:
+        after_last_stream(like.device)
     need = 2 * grid[0] * grid[1]
-    after_last_stream(like)
     have = _TICKETS.setdefault(like.device, [])
     if have and have[-1].numel() >= need:
         return have[-1]
     words = torch.zeros(max(need, 1 << 14), dtype=torch.int32, device=like.device)
-    (_CAPTURED if like.is_cuda and torch.cuda.is_current_stream_capturing() else have).append(words)
+    (_CAPTURED if capturing else have).append(words)
     return words
 
 
-def after_last_stream(like: Tensor) -> None:
-    """Make the current stream of ``like``'s device wait for the work queued so far on the stream of the
-    device's last ticketed launch, where that was another stream (eager launches; a launch being captured
-    is left alone, so graphs sharing the words must not be replayed on two streams at once)."""
-    if not like.is_cuda or torch.cuda.is_current_stream_capturing():
-        return
-    stream = torch.cuda.current_stream(like.device)
-    last = _STREAM.get(like.device)
+def after_last_stream(device: torch.device) -> None:
+    """Make ``device``'s current stream wait for the work queued so far on the stream of its last ticketed
+    launch, where that was another stream (eager launches only: graphs sharing the words must not be
+    replayed on two streams at once)."""
+    stream = torch.cuda.current_stream(device)
+    last = _STREAM.get(device)
     if last is not None and last != stream:
         stream.wait_stream(last)
-    _STREAM[like.device] = stream
+    _STREAM[device] = stream
 
 
 def split_blocks(n_blocks: int, gpi: int, split_k: int) -> int:

@@ -88,7 +88,6 @@ from .common import (
     run_tuned,
     split_blocks,
     store_y,
-    tickets_or,
     tma_words,
 )
 
@@ -578,13 +577,12 @@ def _launch(st: UniformState, x: Tensor, c: Config) -> Tensor:
     gpi = blocks_per_iter(c, per, st.block, triton.cdiv(n_blocks, c.split_k), bm,
                           shared=max_shared(x.device.index) if x.is_cuda else None)
     walkers = outlier_programs(st, c, bm)
-    y = output(m, n, c.split_k + walkers, x, zero=not c.tickets)
     grid = (triton.cdiv(n, c.block_n), triton.cdiv(m, bm), c.split_k + walkers)
+    y, words = output(m, n, grid, x, c)
     tma = word_tma(st, c, x)
     boxes = [word_boxes(p, n_blocks, st.block // per, c.block_n, gpi) for p in st.planes] if tma else st.planes
     uniform_kernel[grid](
-        x, y, tickets_or(y, grid, c),
-        st.planes[0], st.planes[-1], boxes[0], boxes[-1], st.sb, st.perm if st.perm is not None else st.sb,
+        x, y, words, st.planes[0], st.planes[-1], boxes[0], boxes[-1], st.sb, st.perm if st.perm is not None else st.sb,
         *outlier_args(st.outliers, y, c.block_n, bm), m, n, k, x.stride(0), st.planes[0].shape[1], st.sb.stride(0),
         0x4B000000,
         GS=st.group_size, KB=st.block, PER=per, W0=planes[0], W1=planes[1] if len(planes) > 1 else 0,
